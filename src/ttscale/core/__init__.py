@@ -1,0 +1,1 @@
+"""Core types and protocols (imports nothing concrete)."""

@@ -1,0 +1,66 @@
+"""Summaries of results files: accuracy and cost per strategy configuration."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+from ttscale.core.errors import ConfigError
+from ttscale.lab.runner import read_results
+
+
+def load_records(paths: Iterable[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
+    out = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ConfigError(f"results file {p} does not exist")
+        records, _ = read_results(p)
+        if not records:
+            raise ConfigError(f"results file {p} holds no results")
+        for r in records:
+            if "problem_id" not in r or "cost" not in r:
+                raise ConfigError(f"{p} is not a ttscale results file (a line lacks problem_id/cost)")
+            out.append((p, r))
+    return out
+
+
+def summarize(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """One row per (file, strategy, params, seed): accuracy, single-sample accuracy and mean costs."""
+    groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = {}
+    for p, r in load_records(paths):
+        key = (str(p), r.get("strategy", ""), json.dumps(r.get("params", {}), sort_keys=True), r.get("seed", 0))
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for (path, strat, params, seed), rs in groups.items():
+        graded = [r for r in rs if r.get("correct") is not None]
+        per_sample = [
+            fmean(bool(c["correct"]) for c in r["candidates"])
+            for r in rs
+            if r.get("candidates") and all(c.get("correct") is not None for c in r["candidates"])
+        ]
+        cost = [r["cost"] for r in rs]
+        rows.append({
+            "file": path,
+            "strategy": strat,
+            "params": json.loads(params),
+            "seed": seed,
+            "engine": rs[0].get("engine", ""),
+            "model": rs[0].get("model", ""),
+            "problems": len(rs),
+            "graded": len(graded),
+            "accuracy": fmean(bool(r["correct"]) for r in graded) if graded else None,
+            "sample_accuracy": fmean(per_sample) if per_sample else None,
+            "mean_generated_tokens": fmean(c.get("generated_tokens", 0) for c in cost),
+            "mean_prompt_tokens": fmean(c.get("prompt_tokens", 0) for c in cost),
+            "mean_verifier_tokens": fmean(
+                c.get("verifier_prompt_tokens", 0) + c.get("verifier_generated_tokens", 0) for c in cost
+            ),
+            "mean_generations": fmean(c.get("generations", 0) for c in cost),
+            "mean_wall_time_s": fmean(c.get("wall_time_s", 0.0) for c in cost),
+            "total_generated_tokens": sum(c.get("generated_tokens", 0) for c in cost),
+            "stopped_by_budget": sum(bool(r.get("stopped_by_budget")) for r in rs),
+        })
+    return rows

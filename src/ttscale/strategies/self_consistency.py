@@ -1,0 +1,40 @@
+"""Self-consistency (Wang et al. 2023): sample N chains, answer by majority over canonical answers.
+
+Answers are grouped by equivalence (``ctx.answers.group``: normalised strings, then symbolic
+equality); the largest group wins, ties going to the answer that appeared first. Candidates
+without an extractable answer do not vote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ttscale.core.context import Context
+from ttscale.core.errors import BudgetExhausted
+from ttscale.core.registry import param
+from ttscale.core.types import Problem
+from ttscale.strategies.base import Outcome, strategy
+from ttscale.strategies.voting import tally
+
+
+@dataclass(frozen=True)
+class SelfConsistencyParams:
+    n: int = param(8, "number of sampled solutions")
+    temperature: float = param(0.7, "sampling temperature")
+    top_p: float = param(1.0, "nucleus sampling")
+    max_tokens: int = param(1024, "max generated tokens per solution")
+
+
+@strategy("self_consistency", SelfConsistencyParams, "majority vote over N sampled solutions")
+async def self_consistency(problem: Problem, ctx: Context, p: SelfConsistencyParams) -> Outcome:
+    try:
+        cands = await ctx.sample(p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens)
+    except BudgetExhausted:
+        return Outcome(None, None, [])
+    t = await tally(ctx, cands)
+    win = t.winner()
+    if win is None:
+        return Outcome(None, None, cands, {"votes": {}})
+    chosen = cands[t.first[win]]
+    votes = {cands[t.first[k]].answer or "": v for k, v in t.weights.items()}
+    return Outcome(chosen.answer, chosen, cands, {"votes": votes})

@@ -47,7 +47,7 @@ async def test_replay_draws_without_replacement_and_charges_tokens(tmp_path):
     samples = read_recorded(f)["0"]
     got = [(c.answer_hint, c.completion_tokens) for c in a + b]
     assert sorted(got) == sorted((s.answer, s.tokens) for s in samples)
-    with pytest.raises(EngineError, match="has 10 recorded samples; 10 drawn already, 1 more asked"):
+    with pytest.raises(EngineError, match=r"has 10 recorded samples; 10 drawn already, 1 more asked"):
         await eng.generate(req.with_(n=1))
     # same seed, fresh engine -> same order; other seed -> another order
     again = await ReplayEngine.from_file(f).generate(req.with_(n=10))
@@ -59,7 +59,7 @@ async def test_replay_draws_without_replacement_and_charges_tokens(tmp_path):
 def test_replay_rejects_unknown_format(tmp_path):
     f = tmp_path / "bad.jsonl"
     f.write_text('{"foo": 1}\n')
-    with pytest.raises(ConfigError, match="bad.jsonl:1 has neither all_answers"):
+    with pytest.raises(ConfigError, match=r"bad.jsonl:1 has neither all_answers"):
         read_recorded(f)
 
 
@@ -103,8 +103,10 @@ async def test_runner_resumes_without_recomputing(tmp_path):
     script = {f"q{i}": ["x \\boxed{5}", "y \\boxed{4}", "z \\boxed{5}"] for i in range(6)}
     out = tmp_path / "r.jsonl"
     eng = ScriptedEngine(script)
-    mk = lambda e: Runner(engine=e, strategy="self_consistency", params={"n": 3}, answers=MathAnswers(),
-                          grader=MathAnswers(), progress=False)
+    def mk(e):
+        return Runner(engine=e, strategy="self_consistency", params={"n": 3}, answers=MathAnswers(),
+                      grader=MathAnswers(), progress=False)
+
     s1 = await mk(eng).run(problems[:4], out)
     assert s1.done_now == 4 and s1.accuracy == 1.0
     first = out.read_bytes()

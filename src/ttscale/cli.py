@@ -146,7 +146,6 @@ def report(
                 "prompt tok/prob", "verifier tok/prob", "gens/prob", "s/prob"):
         t.add_column(col)
     for r in rows:
-        pct = (lambda v: f"{v:.1%}" if v is not None else "-")
         t.add_row(
             r["strategy"], json.dumps(r["params"], separators=(",", "=")), _slug(r["model"]), str(r["problems"]),
             pct(r["accuracy"]), pct(r["sample_accuracy"]), f"{r['mean_generated_tokens']:.0f}",
@@ -154,6 +153,10 @@ def report(
             f"{r['mean_generations']:.1f}", f"{r['mean_wall_time_s']:.1f}",
         )
     console.print(t)
+
+
+def pct(v: float | None) -> str:
+    return f"{v:.1%}" if v is not None else "-"
 
 
 def _describe(kind: str) -> None:

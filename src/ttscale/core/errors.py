@@ -21,7 +21,7 @@ class ModelFileError(TtscaleError):
     """A model file is missing, incomplete or corrupt."""
 
 
-class BudgetExhausted(TtscaleError):  # noqa: N818 - it is a signal, not a failure
+class BudgetExhausted(TtscaleError):
     """Raised by the context when a problem's budget leaves no room for another request."""
 
     def __init__(self, budget: Any, cost: Any) -> None:

@@ -19,7 +19,7 @@ from ttscale.core.errors import ConfigError
 T = TypeVar("T")
 
 
-def param(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors argparse
+def param(default: Any, help: str, **kw: Any) -> Any:
     """A dataclass field with help text for the registry listing."""
     if isinstance(default, list | dict):
         return dataclasses.field(default_factory=lambda: default, metadata={"help": help, **kw})

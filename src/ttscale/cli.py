@@ -56,6 +56,7 @@ def run(
     answer_field: Annotated[str | None, typer.Option(help="field holding the reference answer")] = None,
     split: Annotated[str | None, typer.Option(help="dataset split (Hugging Face)")] = None,
     limit: Annotated[int | None, typer.Option(help="run only the first N problems")] = None,
+    dataset_seed: Annotated[int, typer.Option(help="seed of generated datasets (rg:TASK)")] = 0,
     strategy: Annotated[str, typer.Option(help="strategy name (see `ttscale strategies`)")] = "self_consistency",
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="strategy parameter key=value")] = None,
     verifier: Annotated[list[str] | None, typer.Option(help="verifier(s) to configure, first is default")] = None,
@@ -82,7 +83,7 @@ def run(
     if engine == "replay" and dataset == "default" and model:
         dataset = model
     ds = load_dataset(dataset, question_field=question_field, answer_field=answer_field, split=split,
-                      limit=limit, seed=seed)
+                      limit=limit, seed=dataset_seed)
     budget = Budget(max_generations, max_generated_tokens)
     from ttscale.strategies.base import load_strategies
 

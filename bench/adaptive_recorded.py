@@ -84,7 +84,7 @@ def normalizer() -> tuple[Callable[[str], str], str]:
 
         ma = MathAnswers()
         return ma.normalize, "MathAnswers.normalize"
-    except Exception:  # noqa: BLE001 - the module is optional here
+    except Exception:  # the module is optional here
         return _local_normalize, "local string normalisation (MathAnswers not importable)"
 
 

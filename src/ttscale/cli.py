@@ -190,6 +190,15 @@ def verifiers() -> None:
     _describe("verifiers")
 
 
+def _register_serve() -> None:
+    from ttscale.serve.command import serve_command
+
+    app.command("serve", help="Serve any strategy over an OpenAI-compatible API.")(serve_command)
+
+
+_register_serve()
+
+
 def main() -> None:
     """Console entry point: clear one-line errors, tracebacks only with --debug."""
     debug = "--debug" in sys.argv[1:]

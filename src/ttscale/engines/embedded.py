@@ -1,0 +1,336 @@
+"""The embedded default engine: llama.cpp's own server, in-process, through ``xllamacpp``.
+
+llama.cpp's server batches all running requests into one decode step (continuous batching over
+``n_parallel`` slots), so many problems calling :meth:`EmbeddedEngine.generate` at once share the
+batch. Design:
+
+- Every sample is its own streamed request (``n`` samples → ``n`` requests with seeds ``seed``,
+  ``seed + 1``, ...). llama.cpp's own ``n`` uses the same ``seed + i`` per child (same samples), but
+  it needs ``n`` free slots at once (and refuses ``n > n_parallel``), which stalls the batch when
+  samples end at different lengths; single-sample requests refill slots as they free up.
+- Prompts are always sent as token ids: the chat template is rendered (``/apply-template``) and
+  tokenised (``/tokenize``) once per distinct message list, and a continuation appends the prefix's
+  token ids, so text the model produced is never re-tokenised.
+- Blocking calls run on a thread pool of ``n_parallel`` threads; each stream's callback checks a
+  ``threading.Event`` that is set when the awaiting task is cancelled, and a request's ``monitor``,
+  so both stop the backend generation at the next token. Monitors run on that worker thread (keep
+  them quick and thread-safe); an exception in a monitor stops the sample and is raised by
+  ``generate``.
+- Token ids (and logprobs) come from the stream's ``logprobs`` (top-1 when the caller asked for
+  none), so ``Completion.token_ids`` is always filled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ttscale.core.errors import EngineError
+from ttscale.core.registry import param
+from ttscale.core.types import Completion, GenerationRequest, TokenLogprob
+from ttscale.engines.base import engine
+from ttscale.engines.model_files import DEFAULT_MODEL, params_count, resolve_model
+
+SLOT_CTX = 4096
+"""Default context per slot; llama.cpp divides ``n_ctx`` evenly among the ``n_parallel`` slots."""
+
+
+@dataclass
+class _Stream:
+    """What one streamed sample has produced so far (written by the backend's callback thread)."""
+
+    cancel: threading.Event
+    tokens: list[TokenLogprob] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    text: str = ""
+    finish: str | None = None
+    usage: dict[str, Any] | None = None
+    error: str | None = None
+    failure: BaseException | None = None
+    cancelled: bool = False
+
+
+class EmbeddedEngine:
+    """llama.cpp in-process (see the module docstring). Thread-safe; one per model."""
+
+    name = "embedded"
+    supports_token_ids = True
+    supports_logprobs = True
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        n_parallel: int = 8,
+        n_ctx: int | None = None,
+        threads: int | None = None,
+        top_k: int = 0,
+        min_p: float = 0.0,
+        ignore_eos: bool = False,
+        poll: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        try:
+            import xllamacpp as xlc
+        except ImportError as e:  # pragma: no cover - a declared dependency
+            raise EngineError("the embedded engine needs xllamacpp: pip install xllamacpp") from e
+        self.model = model or DEFAULT_MODEL
+        self.model_path: Path = resolve_model(self.model)
+        self.params_count = params_count(self.model)
+        self.n_parallel = max(1, int(n_parallel))
+        self.n_ctx = int(n_ctx) if n_ctx else SLOT_CTX * self.n_parallel
+        self.slot_ctx = self.n_ctx // self.n_parallel
+        self.threads = int(threads) if threads else (os.cpu_count() or 1)
+        self.top_k = top_k
+        self.min_p = min_p
+        self.ignore_eos = ignore_eos
+
+        p = xlc.CommonParams()
+        p.model.path = str(self.model_path)
+        p.n_ctx = self.n_ctx
+        p.n_parallel = self.n_parallel
+        p.cpuparams.n_threads = self.threads
+        p.cpuparams_batch.n_threads = self.threads
+        # llama.cpp's workers busy-wait between ops by default (poll=50); on a shared or small
+        # machine spinning threads of several processes starve each other, so default to 0
+        p.cpuparams.poll = poll
+        p.cpuparams_batch.poll = poll
+        p.cont_batching = True
+        p.cache_prompt = True
+        if not verbose:
+            p.verbosity = -1
+        try:
+            self._server: Any = xlc.Server(p)
+        except Exception as e:
+            raise EngineError(f"llama.cpp could not load {self.model_path}: {e}") from e
+        self.base_url: str = self._server.listening_address
+        self._http = httpx.Client(base_url=self.base_url, timeout=120.0, trust_env=False)
+        self._pool = ThreadPoolExecutor(self.n_parallel, thread_name_prefix="ttscale-embedded")
+        self._lock = threading.Lock()
+        self._prompts: OrderedDict[Any, tuple[int, ...]] = OrderedDict()
+        self._live: set[threading.Event] = set()
+        self._closed = False
+        # counters (read by tests and benchmarks)
+        self.active_streams = 0
+        self.generated_tokens = 0
+
+    # --- tokens -------------------------------------------------------------------------------
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            r = self._http.post(path, json=body)
+        except httpx.HTTPError as e:
+            raise EngineError(f"embedded engine: {path} failed: {e}") from e
+        if r.status_code != 200:
+            raise EngineError(f"embedded engine: {path} returned {r.status_code}: {r.text[:300]}")
+        return r.json()
+
+    def _cached(self, key: Any, make: Any) -> tuple[int, ...]:
+        with self._lock:
+            hit = self._prompts.get(key)
+            if hit is not None:
+                self._prompts.move_to_end(key)
+                return hit
+        ids = tuple(make())
+        with self._lock:
+            self._prompts[key] = ids
+            while len(self._prompts) > 4096:
+                self._prompts.popitem(last=False)
+        return ids
+
+    def tokenize(self, text: str, *, special: bool = False) -> tuple[int, ...]:
+        """Token ids of ``text``; ``special`` adds BOS (if the model wants one) and parses special
+        tokens such as ``<|im_start|>`` (how llama.cpp tokenises a rendered prompt)."""
+        return self._cached(
+            ("tok", special, text),
+            lambda: self._post("/tokenize", {"content": text, "add_special": special,
+                                             "parse_special": special})["tokens"],
+        )
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return str(self._post("/detokenize", {"tokens": list(ids)})["content"])
+
+    def render_chat(self, messages: Sequence[Any]) -> str:
+        """The chat template applied to ``messages`` with the assistant generation prompt."""
+        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        return str(self._post("/apply-template", {"messages": msgs})["prompt"])
+
+    def prompt_ids(self, req: GenerationRequest) -> tuple[int, ...]:
+        """The token ids the backend is given for ``req`` (template + prefix)."""
+        if req.raw_prompt is not None:
+            base = self.tokenize(req.raw_prompt, special=True)
+        else:
+            key = ("chat", tuple((m["role"], m["content"]) for m in req.messages))
+            base = self._cached(key, lambda: self.tokenize(self.render_chat(req.messages), special=True))
+        if req.prefix_token_ids is not None:
+            return base + tuple(req.prefix_token_ids)
+        if req.prefix:
+            return base + self.tokenize(req.prefix)
+        return base
+
+    # --- generation ---------------------------------------------------------------------------
+    def _body(self, req: GenerationRequest, prompt: tuple[int, ...], i: int) -> dict[str, Any]:
+        room = self.slot_ctx - len(prompt)
+        if room < 1:
+            raise EngineError(
+                f"embedded engine: the prompt has {len(prompt)} tokens but a slot holds {self.slot_ctx} "
+                f"(n_ctx={self.n_ctx} / n_parallel={self.n_parallel}); raise n_ctx"
+            )
+        body: dict[str, Any] = {
+            "prompt": list(prompt),
+            "max_tokens": min(req.max_tokens, room),
+            "temperature": req.temperature,
+            "top_p": req.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "stream": True,
+            "logprobs": max(1, req.logprobs or 0),
+            "cache_prompt": True,
+        }
+        if req.stop:
+            body["stop"] = list(req.stop)
+        if req.seed is not None:
+            body["seed"] = (req.seed + i) % (2**32 - 1)
+        if self.ignore_eos:
+            body["ignore_eos"] = True
+        return body
+
+    def _run(self, body: dict[str, Any], st: _Stream, req: GenerationRequest) -> None:
+        monitor = req.monitor
+        k = req.logprobs or 0
+
+        def on_chunk(chunk: Any) -> bool:
+            if not isinstance(chunk, dict):
+                return st.cancel.is_set()
+            if "error" in chunk:
+                err = chunk["error"]
+                st.error = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+                return True
+            new = 0
+            for ch in chunk.get("choices") or ():
+                lp = ch.get("logprobs") or {}
+                for item in lp.get("content") or ():
+                    top = tuple((t["token"], float(t["logprob"])) for t in (item.get("top_logprobs") or ())[:k])
+                    st.tokens.append(TokenLogprob(item["token"], float(item["logprob"]), int(item["id"]), top))
+                    st.ids.append(int(item["id"]))
+                    new += 1
+                st.text += ch.get("text") or ""
+                if ch.get("finish_reason"):
+                    st.finish = ch["finish_reason"]
+            if chunk.get("usage"):
+                st.usage = chunk["usage"]
+            if st.cancel.is_set():
+                st.cancelled = True
+                return True
+            if monitor is not None and new and st.finish is None:
+                try:
+                    stop = monitor(st.tokens, st.text)
+                except BaseException as e:  # raised again in the awaiting task
+                    st.failure = e
+                    return True
+                if stop:
+                    st.cancelled = True
+                    return True
+            return False
+
+        with self._lock:
+            self.active_streams += 1
+        try:
+            if st.cancel.is_set():
+                st.cancelled = True
+                return
+            ret = self._server.handle_completions(body, on_chunk)
+            if isinstance(ret, dict) and "error" in ret:
+                err = ret["error"]
+                st.error = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+        finally:
+            with self._lock:
+                self.active_streams -= 1
+                self.generated_tokens += len(st.ids)
+
+    async def _sample(self, req: GenerationRequest, prompt: tuple[int, ...], i: int) -> Completion:
+        body = self._body(req, prompt, i)
+        st = _Stream(cancel=threading.Event())
+        self._live.add(st.cancel)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._pool, self._run, body, st, req)
+        except asyncio.CancelledError:
+            st.cancel.set()
+            raise
+        finally:
+            self._live.discard(st.cancel)
+        if st.failure is not None:
+            raise st.failure
+        if st.error is not None:
+            raise EngineError(f"embedded engine ({self.model}): {st.error}")
+        usage = st.usage or {}
+        if st.cancelled:
+            finish = "cancelled"
+        elif st.finish == "length":
+            finish = "length"
+        else:
+            finish = "stop"
+        details = usage.get("prompt_tokens_details") or {}
+        return Completion(
+            text=st.text,
+            finish_reason=finish,  # type: ignore[arg-type]
+            completion_tokens=len(st.ids) if st.cancelled or not usage else int(usage.get("completion_tokens", len(st.ids))),
+            prompt_tokens=int(usage.get("prompt_tokens", len(prompt))),
+            token_ids=tuple(st.ids),
+            logprobs=tuple(st.tokens) if req.logprobs else None,
+            cached_prompt_tokens=int(details.get("cached_tokens", 0) or 0),
+        )
+
+    async def generate(self, req: GenerationRequest) -> list[Completion]:
+        if self._closed:
+            raise EngineError("embedded engine is closed")
+        prompt = await asyncio.to_thread(self.prompt_ids, req)
+        return list(await asyncio.gather(*(self._sample(req, prompt, i) for i in range(req.n))))
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for ev in list(self._live):
+            ev.set()
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+        self._http.close()
+        del self._server
+        gc.collect()
+
+
+@dataclass(frozen=True)
+class EmbeddedParams:
+    n_parallel: int = param(8, "llama.cpp slots: sequences decoded together in one batch")
+    n_ctx: int = param(0, "total KV context, shared evenly by the slots (0 = 4096 per slot)")
+    threads: int = param(0, "CPU threads (0 = all cores)")
+    top_k: int = param(0, "top-k sampling (0 = off, as in the OpenAI API)")
+    min_p: float = param(0.0, "min-p sampling (0 = off, as in the OpenAI API)")
+    ignore_eos: bool = param(False, "benchmarking: always generate max_tokens")
+    poll: int = param(0, "llama.cpp worker busy-wait level 0-100 (50 = llama.cpp default; 0 suits shared CPUs)")
+    verbose: bool = param(False, "let llama.cpp log to stderr")
+
+
+@engine("embedded", EmbeddedParams, "llama.cpp in-process (xllamacpp) on a local GGUF; the default")
+def make_embedded(model: str | None, params: EmbeddedParams) -> EmbeddedEngine:
+    return EmbeddedEngine(
+        model or DEFAULT_MODEL,
+        n_parallel=params.n_parallel,
+        n_ctx=params.n_ctx or None,
+        threads=params.threads or None,
+        top_k=params.top_k,
+        min_p=params.min_p,
+        ignore_eos=params.ignore_eos,
+        poll=params.poll,
+        verbose=params.verbose,
+    )

@@ -1,0 +1,248 @@
+"""The embedded llama.cpp engine (end to end on SmolLM2-135M) and model-file resolution."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ttscale.core.errors import ModelFileError
+from ttscale.core.protocols import Engine
+from ttscale.core.types import GenerationRequest
+from ttscale.engines import model_files as mf
+
+POEM = ({"role": "user", "content": "Write a long poem about the sea."},)
+
+
+# --- model files ------------------------------------------------------------------------------
+def _fake_chunked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parts: list[bytes],
+                  *, install: list[int] | None = None, sha: str | None = None) -> mf.ChunkedModel:
+    """Fake chunk packages ``<prefix>N`` (whose __init__ would fail if imported) under tmp_path."""
+    prefix = f"ttsfake{uuid.uuid4().hex[:8]}_part"
+    site = tmp_path / "site"
+    for i, data in enumerate(parts, 1):
+        if install is not None and i not in install:
+            continue
+        pkg = site / f"{prefix}{i}"
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("raise ImportError('must not be imported')\n")
+        (pkg / "data" / f"part{i:02d}.bin").write_bytes(data)
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    whole = b"".join(parts)
+    m = mf.ChunkedModel(
+        name="fake", filename="fake.gguf", package=prefix.replace("_", "-"), module=prefix, version="1.0",
+        parts=len(parts), size=len(whole), sha256=sha or hashlib.sha256(whole).hexdigest(), params_count=1e6,
+    )
+    monkeypatch.setitem(mf.MODELS, "fake", m)
+    monkeypatch.setenv("TTSCALE_CACHE", str(tmp_path / "cache"))
+    return m
+
+
+def test_assemble_joins_parts_in_order_and_marks(tmp_path, monkeypatch):
+    parts = [bytes([i]) * (1000 + i) for i in range(1, 12)]
+    _fake_chunked(tmp_path, monkeypatch, parts)
+    p = mf.resolve_model("fake")
+    assert p == tmp_path / "cache" / "fake.gguf"
+    assert p.read_bytes() == b"".join(parts)
+    marker = json.loads(p.with_name("fake.gguf.verified").read_text())
+    assert marker["size"] == p.stat().st_size
+    assert not list(p.parent.glob("*.part"))
+
+    # second start: the marker spares the hash
+    def boom(_):
+        raise AssertionError("hash recomputed")
+
+    monkeypatch.setattr(mf, "_sha256_file", boom)
+    assert mf.resolve_model("fake") == p
+    assert mf.params_count("fake") == 1e6
+
+
+def test_assemble_redoes_truncated_file(tmp_path, monkeypatch):
+    parts = [b"a" * 500, b"b" * 700]
+    _fake_chunked(tmp_path, monkeypatch, parts)
+    p = mf.resolve_model("fake")
+    p.write_bytes(b"short")
+    assert mf.resolve_model("fake").read_bytes() == b"".join(parts)
+
+
+def test_assemble_hash_mismatch(tmp_path, monkeypatch):
+    _fake_chunked(tmp_path, monkeypatch, [b"x" * 100, b"y" * 100], sha="0" * 64)
+    with pytest.raises(ModelFileError, match="sha256"):
+        mf.resolve_model("fake")
+    cache = tmp_path / "cache"
+    assert not (cache / "fake.gguf").exists()
+    assert not list(cache.glob("*.part"))
+
+
+def test_missing_part_package_names_pip_command(tmp_path, monkeypatch):
+    m = _fake_chunked(tmp_path, monkeypatch, [b"x", b"y", b"z"], install=[1, 3])
+    with pytest.raises(ModelFileError) as ei:
+        mf.resolve_model("fake")
+    msg = str(ei.value)
+    assert f"{m.package}2" in msg and f"pip install {m.package}2==1.0" in msg
+
+
+def test_paths_and_unknown_names(tmp_path):
+    g = tmp_path / "m.gguf"
+    g.write_bytes(b"GGUF")
+    assert mf.resolve_model(str(g)) == g
+    assert mf.params_count(str(g)) is None
+    with pytest.raises(ModelFileError, match="does not exist"):
+        mf.resolve_model(str(tmp_path / "nope.gguf"))
+    with pytest.raises(ModelFileError, match=r"qwen2\.5-coder-1\.5b"):
+        mf.resolve_model("no-such-model")
+    assert mf.params_count(None) == pytest.approx(1.54e9)
+
+
+def test_packaged_model_missing(monkeypatch):
+    monkeypatch.setitem(mf.MODELS, "ghost", mf.PackagedModel(
+        name="ghost", package="ghost-pkg", module="ghost_pkg_not_installed", version="0.1",
+        filename="g.gguf", params_count=1.0))
+    with pytest.raises(ModelFileError, match=r"pip install ghost-pkg==0\.1"):
+        mf.resolve_model("ghost")
+
+
+# --- the engine, end to end ------------------------------------------------------------------
+
+
+@pytest.mark.model
+async def test_basic_generation(embedded_small):
+    e = embedded_small
+    assert isinstance(e, Engine)
+    assert e.name == "embedded" and e.model == "smollm2-135m"
+    assert e.params_count == pytest.approx(1.35e8)
+    (c,) = await e.generate(GenerationRequest(messages=POEM, max_tokens=16, seed=3))
+    assert c.text and c.completion_tokens > 0 and c.prompt_tokens > 0
+    assert c.token_ids is not None and len(c.token_ids) == c.completion_tokens
+    assert c.logprobs is None
+    assert c.finish_reason in ("stop", "length")
+
+
+@pytest.mark.model
+async def test_n_samples_are_distinct_and_seeded(embedded_small):
+    req = GenerationRequest(messages=POEM, n=3, max_tokens=12, temperature=1.0, seed=11)
+    out = await embedded_small.generate(req)
+    assert len(out) == 3
+    assert len({c.text for c in out}) == 3
+    again = await embedded_small.generate(req.with_(n=1, seed=12))
+    assert again[0].token_ids == out[1].token_ids  # sample i uses seed + i
+
+
+@pytest.mark.model
+async def test_logprobs_top_k(embedded_small):
+    (c,) = await embedded_small.generate(GenerationRequest(messages=POEM, max_tokens=8, logprobs=3, seed=1))
+    assert c.logprobs is not None and len(c.logprobs) == c.completion_tokens
+    for t, tid in zip(c.logprobs, c.token_ids, strict=True):
+        assert t.token_id == tid
+        assert len(t.top) == 3
+        assert t.logprob <= 0.0
+    assert "".join(t.token for t in c.logprobs) == c.text
+
+
+@pytest.mark.model
+async def test_stop_strings(embedded_small):
+    base = GenerationRequest(messages=POEM, max_tokens=40, temperature=0)
+    (full,) = await embedded_small.generate(base)
+    assert "\n" in full.text
+    (cut,) = await embedded_small.generate(base.with_(stop=("\n",)))
+    assert cut.finish_reason == "stop"
+    assert "\n" not in cut.text
+    assert full.text.startswith(cut.text)
+    assert cut.completion_tokens < full.completion_tokens
+
+
+@pytest.mark.model
+async def test_continuation_from_token_ids(embedded_small):
+    e = embedded_small
+    base = GenerationRequest(messages=POEM, temperature=0)
+    (g20,) = await e.generate(base.with_(max_tokens=20))
+    assert g20.completion_tokens == 20
+    (g10,) = await e.generate(base.with_(max_tokens=10))
+    (c10,) = await e.generate(base.with_(max_tokens=10, prefix=g10.text, prefix_token_ids=g10.token_ids))
+    assert g10.token_ids + c10.token_ids == g20.token_ids
+    assert g10.text + c10.text == g20.text
+    assert c10.prompt_tokens == g10.prompt_tokens + 10
+    # from the prefix text alone (re-tokenised) it continues too
+    (t10,) = await e.generate(base.with_(max_tokens=10, prefix=g10.text))
+    assert t10.completion_tokens > 0
+    # raw prompt (no chat template)
+    (r,) = await e.generate(GenerationRequest(raw_prompt="The capital of France is", max_tokens=5, temperature=0))
+    assert r.completion_tokens > 0 and r.token_ids
+
+
+@pytest.mark.model
+async def test_monitor_stops_sample(embedded_small):
+    seen: list[int] = []
+
+    def monitor(tokens, text):
+        seen.append(len(tokens))
+        return len(tokens) >= 5
+
+    (c,) = await embedded_small.generate(
+        GenerationRequest(messages=POEM, max_tokens=60, temperature=0, monitor=monitor))
+    assert c.finish_reason == "cancelled"
+    assert c.completion_tokens == 5 and len(c.token_ids) == 5
+    assert seen[-1] == 5
+
+
+async def _wait_until(pred, seconds: float) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if pred():
+            return
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.model
+async def test_task_cancellation_stops_backend(embedded_small):
+    e = embedded_small
+    e.ignore_eos = True
+    try:
+        before = e.generated_tokens
+        task = asyncio.create_task(e.generate(GenerationRequest(messages=POEM, max_tokens=1500, n=2)))
+        await _wait_until(lambda: e.active_streams >= 2, 10)
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        t0 = time.monotonic()
+        await _wait_until(lambda: e.active_streams == 0, 5)
+        assert e.active_streams == 0
+        assert time.monotonic() - t0 < 3.0
+        assert 0 < e.generated_tokens - before < 2 * 1500 / 2
+    finally:
+        e.ignore_eos = False
+
+
+@pytest.mark.model
+async def test_many_concurrent_requests(embedded_small):
+    e = embedded_small
+    reqs = [GenerationRequest(messages=({"role": "user", "content": f"Say a word about the number {i}."},),
+                              n=2, max_tokens=10, seed=i) for i in range(12)]
+    outs = await asyncio.wait_for(asyncio.gather(*(e.generate(r) for r in reqs)), 60)
+    assert [len(o) for o in outs] == [2] * 12
+    assert all(c.completion_tokens > 0 and c.token_ids for o in outs for c in o)
+    assert e.active_streams == 0
+
+
+def test_registered_factory():
+    from ttscale.engines.base import load_engines
+    entry = load_engines().get("embedded")
+    p = entry.make_params({"n_parallel": "2", "threads": "1"})
+    assert p.n_parallel == 2 and p.threads == 1 and p.n_ctx == 0
+
+
+@pytest.mark.model
+async def test_monitor_exception_propagates(embedded_small):
+    def monitor(tokens, text):
+        raise ValueError("bad monitor")
+
+    with pytest.raises(ValueError, match="bad monitor"):
+        await embedded_small.generate(GenerationRequest(messages=POEM, max_tokens=20, monitor=monitor))
+    assert embedded_small.active_streams == 0

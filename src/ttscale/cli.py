@@ -23,6 +23,8 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 _state = {"debug": False}
+DEFAULT_LIMIT = 10
+"""Problems of the bundled dataset that a bare ``ttscale run`` solves (~10 minutes on 2 CPU cores)."""
 
 
 def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
@@ -82,6 +84,9 @@ def run(
     vparams = parse_kv(verifier_param, "--verifier-param")
     if engine == "replay" and dataset == "default" and model:
         dataset = model
+    if dataset == "default" and limit is None:
+        limit = DEFAULT_LIMIT
+        console.print(f"bundled dataset: the first {limit} problems (--limit 40 for all of them)")
     ds = load_dataset(dataset, question_field=question_field, answer_field=answer_field, split=split,
                       limit=limit, seed=dataset_seed)
     budget = Budget(max_generations, max_generated_tokens)

@@ -224,3 +224,16 @@ def test_strategies_lists_parameters():
     assert r.returncode == 0
     for s in ("self_consistency", "best_of_n", "weighted_best_of_n", "n: int = 8"):
         assert s in r.stdout
+
+
+async def test_ensemble_engine_from_cli_spec(tmp_path):
+    from ttscale.engines import make_engine
+
+    a = write_recorded(tmp_path / "a.jsonl", n_problems=1, n_samples=20, seed=1)
+    b = write_recorded(tmp_path / "b.jsonl", n_problems=1, n_samples=20, seed=2)
+    eng = make_engine("ensemble", f"replay:{a},replay:{b}", {"weights": "3,1"})
+    assert eng.weights == [0.75, 0.25]
+    out = await eng.generate(GenerationRequest(raw_prompt="x", problem_id="0", run_seed=0, n=12))
+    assert len(out) == 12 and sorted(set(eng.drawn)) == [0, 1]
+    with pytest.raises(ConfigError, match="must look like ENGINE:MODEL"):
+        make_engine("ensemble", str(a))

@@ -20,7 +20,7 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
     help="ttscale: spend test-time compute (sampling, verifying, searching) to answer hard prompts better.",
 )
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 _state = {"debug": False}
 DEFAULT_LIMIT = 10
@@ -147,13 +147,14 @@ def report(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    t = Table(title="ttscale report")
-    for col in ("strategy", "params", "model", "problems", "accuracy", "1-sample acc", "gen tok/prob",
-                "prompt tok/prob", "verifier tok/prob", "gens/prob", "s/prob"):
-        t.add_column(col)
+    t = Table(title="ttscale report (means per problem)")
+    for col in ("strategy", "params", "model", "problems", "accuracy", "1-sample acc", "gen tok",
+                "prompt tok", "verifier tok", "gens", "s"):
+        t.add_column(col, overflow="fold")
     for r in rows:
+        params = " ".join(f"{k}={v}" for k, v in r["params"].items())
         t.add_row(
-            r["strategy"], json.dumps(r["params"], separators=(",", "=")), _slug(r["model"]), str(r["problems"]),
+            r["strategy"], params, _slug(r["model"]), str(r["problems"]),
             pct(r["accuracy"]), pct(r["sample_accuracy"]), f"{r['mean_generated_tokens']:.0f}",
             f"{r['mean_prompt_tokens']:.0f}", f"{r['mean_verifier_tokens']:.0f}",
             f"{r['mean_generations']:.1f}", f"{r['mean_wall_time_s']:.1f}",

@@ -15,7 +15,7 @@ EngineFactory = Callable[[str | None, Any], Engine]
 ENGINES: Registry[EngineFactory] = Registry("engine")
 engine = ENGINES.register
 
-_MODULES = ("embedded", "openai", "replay", "scripted")
+_MODULES = ("embedded", "openai", "replay", "scripted", "ensemble")
 _loaded = False
 
 

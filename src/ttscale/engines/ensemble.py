@@ -5,7 +5,10 @@ Used by Best-of-∞'s weighted multi-model ensemble (weights from
 a problem in a run is drawn from ``random.Random(f"ensemble:{run_seed}:{problem_id}")`` in draw
 order, so it is reproducible and independent of how a strategy splits its requests. A request for
 n samples is split into one sub-request per chosen engine (sent concurrently) and the completions
-are returned in draw order. Not registered for the CLI (build it in code).
+are returned in draw order.
+
+From the CLI: ``--engine ensemble --model "replay:a.jsonl,replay:b.jsonl" --engine-param weights=0.7,0.3``
+(each member is ``ENGINE:MODEL``, built with that engine's default options).
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from ttscale.core.errors import ConfigError
 from ttscale.core.protocols import Engine
+from ttscale.core.registry import param
 from ttscale.core.types import Completion, GenerationRequest
+from ttscale.engines.base import engine, make_engine
 
 
 class EnsembleEngine:
@@ -59,3 +66,24 @@ class EnsembleEngine:
 
     async def aclose(self) -> None:
         await asyncio.gather(*(e.aclose() for e in self.engines))
+
+
+@dataclass(frozen=True)
+class EnsembleParams:
+    weights: list[float] = param([], "mixture weight per member (default: equal), e.g. 0.7,0.3")
+
+
+@engine("ensemble", EnsembleParams, "several engines as one proposer, sampled by mixture weights")
+def make_ensemble(model: str | None, params: EnsembleParams) -> EnsembleEngine:
+    if not model:
+        raise ConfigError('ensemble engine needs --model "ENGINE:MODEL,ENGINE:MODEL,..."')
+    members = []
+    for item in (m.strip() for m in model.split(",") if m.strip()):
+        name, sep, sub = item.partition(":")
+        if not sep or name == "ensemble":
+            raise ConfigError(f"ensemble member {item!r} must look like ENGINE:MODEL (e.g. replay:file.jsonl)")
+        members.append(make_engine(name, sub or None))
+    try:
+        return EnsembleEngine(members, params.weights or None)
+    except ValueError as e:
+        raise ConfigError(f"ensemble engine: {e} (got {len(members)} members, weights {params.weights})") from e

@@ -15,7 +15,7 @@ VerifierFactory = Callable[[Engine, Any], Verifier]
 VERIFIERS: Registry[VerifierFactory] = Registry("verifier")
 verifier = VERIFIERS.register
 
-_MODULES = ("answer_check", "llm_judge", "confidence")
+_MODULES = ("answer_check", "llm_judge", "confidence", "prm", "reward_http", "pmi")
 _loaded = False
 
 

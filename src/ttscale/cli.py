@@ -196,13 +196,16 @@ def verifiers() -> None:
     _describe("verifiers")
 
 
-def _register_serve() -> None:
+def _register_commands() -> None:
     from ttscale.serve.command import serve_command
 
     app.command("serve", help="Serve any strategy over an OpenAI-compatible API.")(serve_command)
+    from ttscale.testbeds.command import testbed_command
+
+    app.command("testbed", help="Synthetic metastable-chain testbed figures.")(testbed_command)
 
 
-_register_serve()
+_register_commands()
 
 
 def main() -> None:

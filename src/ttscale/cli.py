@@ -23,8 +23,8 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 _state = {"debug": False}
-DEFAULT_LIMIT = 10
-"""Problems of the bundled dataset that a bare ``ttscale run`` solves (~10 minutes on 2 CPU cores)."""
+DEFAULT_LIMIT = 6
+"""Problems of the bundled dataset that a bare ``ttscale run`` solves (~15 minutes on 2 CPU cores)."""
 
 
 def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:

@@ -14,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ttscale.core.errors import ConfigError, TtscaleError
+from ttscale.core.errors import TtscaleError
+from ttscale.core.registry import parse_kv
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
@@ -25,17 +26,6 @@ err_console = Console(stderr=True)
 _state = {"debug": False}
 DEFAULT_LIMIT = 6
 """Problems of the bundled dataset that a bare ``ttscale run`` solves (~15 minutes on 2 CPU cores)."""
-
-
-def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
-    """``["n=8", "x=0.5"]`` -> ``{"n": "8", "x": "0.5"}`` (values are converted by the registry)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"{what} {item!r} must look like key=value")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
 
 
 @app.callback()

@@ -26,6 +26,17 @@ def param(default: Any, help: str, **kw: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **kw})
 
 
+def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
+    """``["n=8", "x=0.5"]`` -> ``{"n": "8", "x": "0.5"}`` (values are converted by ``make_params``)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"{what} {item!r} must look like key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
 @dataclass(frozen=True)
 class NoParams:
     """An entry that takes no parameters."""

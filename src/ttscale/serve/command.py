@@ -13,18 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ttscale.core.errors import ConfigError
+from ttscale.core.registry import parse_kv
 from ttscale.serve.config import API_KEY_ENV, ServeConfig, read_config_file
-
-
-def _kv(items: list[str] | None, what: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"{what} {item!r} must look like key=value")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
 
 
 def build_config(config: Path | None = None, **flags: Any) -> ServeConfig:
@@ -70,7 +60,7 @@ def serve_command(
     from ttscale.serve.app import create_app
 
     cfg = build_config(
-        config, engine=engine, model=model, engine_params=_kv(engine_param, "--engine-param"), host=host, port=port,
+        config, engine=engine, model=model, engine_params=parse_kv(engine_param, "--engine-param"), host=host, port=port,
         api_key=api_key, max_concurrency=max_concurrency, timeout_s=timeout_s, max_body_bytes=max_body_bytes,
         served_model_name=served_model_name, max_generations=max_generations,
         max_generated_tokens=max_generated_tokens, log_level=log_level,

@@ -1,0 +1,132 @@
+"""``ttscale fit-policy``, ``ttscale plot`` and the table/HTML side of ``ttscale report``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ttscale.core.errors import ConfigError
+
+console = Console()
+
+
+def fit_policy_command(
+    table: Annotated[Path, typer.Argument(help="sweep folder, table.jsonl or table.parquet")],
+    out: Annotated[Path, typer.Option(help="policy JSON to write")] = Path("policy.json"),
+    difficulty: Annotated[str, typer.Option(help="oracle (pass@1 from many samples) or predicted (mean verifier score)")] = "oracle",
+    bins: Annotated[str, typer.Option(help="quantile (5 equal bins) or absolute (>50% / 10-50% / <10%)")] = "quantile",
+    n_bins: Annotated[int, typer.Option(help="number of quantile bins")] = 5,
+    probe_n: Annotated[int, typer.Option(help="samples whose mean score predicts difficulty")] = 4,
+    seed: Annotated[int, typer.Option(help="seed of the 2-fold split")] = 0,
+    model: Annotated[str | None, typer.Option(help="model to fit for, when the table holds several")] = None,
+) -> None:
+    """Fit the compute-optimal policy (best configuration per difficulty bin and budget, 2-fold CV)."""
+    from ttscale.lab.policy import fit_policy, save_policy
+    from ttscale.lab.table_io import load_table
+
+    if difficulty not in ("oracle", "predicted"):
+        raise ConfigError(f"--difficulty {difficulty!r} is not one of oracle, predicted")
+    if bins not in ("quantile", "absolute"):
+        raise ConfigError(f"--bins {bins!r} is not one of quantile, absolute")
+    rows = load_table(table)
+    policy = fit_policy(rows, difficulty=difficulty, bins=bins, n_bins=n_bins, probe_n=probe_n,  # type: ignore[arg-type]
+                        seed=seed, model=model, source=str(table))
+    save_policy(policy, out)
+    t = Table(title=f"compute-optimal policy ({difficulty} difficulty, {bins} bins; bin 0 = easiest)")
+    t.add_column("bin", overflow="fold")
+    for B in policy["budgets"]:
+        t.add_column(f"N<={B}", overflow="fold")
+    by = {(e["bin"], e["budget"]): e for e in policy["table"]}
+    for i, lab in enumerate(policy["binning"]["labels"]):
+        t.add_row(f"{i}: {lab}", *[str(by[(i, B)]["config"]) for B in policy["budgets"]])
+    cv = {c["budget"]: c for c in policy["cv_curve"]}
+    t.add_row("CV accuracy", *[f"{cv[B]['accuracy']:.1%}" if B in cv else "-" for B in policy["budgets"]])
+    console.print(t)
+    for m in policy["bon_match"]:
+        ratio = "not reached" if m["ratio"] is None else f"{m['match_budget']:.1f} generations ({m['ratio']:.2f}x)"
+        console.print(f"best-of-N to match the policy at N={m['budget']}: {ratio}")
+    console.print(f"policy: {out}")
+
+
+def plot_command(
+    table: Annotated[Path, typer.Argument(help="sweep folder, table.jsonl or table.parquet")],
+    out: Annotated[Path, typer.Option(help="PNG to write")] = Path("fig.png"),
+    policy: Annotated[Path | None, typer.Option(help="policy JSON (default: fit one on the table, oracle/quantile)")] = None,
+    title: Annotated[str | None, typer.Option(help="figure title")] = None,
+) -> None:
+    """Accuracy vs mean generated tokens per strategy, per difficulty bin, with the compute-optimal frontier."""
+    from ttscale.lab.plots import plot_table
+    from ttscale.lab.policy import load_policy
+    from ttscale.lab.table_io import load_table
+
+    rows = load_table(table)
+    pol = load_policy(policy) if policy is not None else None
+    plot_table(rows, out, pol, title=title)
+    console.print(f"figure: {out}")
+
+
+def split_report_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path], list[Path]]:
+    """(tidy tables, results files, policy files) among ``ttscale report``'s arguments."""
+    from ttscale.lab.policy import is_policy_file
+    from ttscale.lab.table_io import is_table_input
+
+    tables, results, policies = [], [], []
+    for p in paths:
+        if is_policy_file(p):
+            policies.append(p)
+        elif is_table_input(p):
+            tables.append(p)
+        else:
+            results.append(p)
+    if len(policies) > 1:
+        raise ConfigError(f"ttscale report takes at most one policy file, got {', '.join(map(str, policies))}")
+    return tables, results, policies
+
+
+def report_tables(tables: Sequence[Path], results: Sequence[Path], policies: Sequence[Path], *,
+                  html: Path | None, as_json: bool, out: Console | None = None,
+                  print_tables: bool = True) -> None:
+    """The table side of ``ttscale report``: print per-config summaries of tidy tables, and with
+    ``html`` write the self-contained HTML page from every input (tables and results files)."""
+    from ttscale.lab.html_report import write_html_report
+    from ttscale.lab.metrics import summarize_table
+    from ttscale.lab.policy import load_policy
+    from ttscale.lab.table_io import load_any
+
+    con = out or console
+    if tables and print_tables:
+        rows = load_any(tables)
+        summ = summarize_table(rows)
+        if as_json:
+            print(json.dumps(summ, indent=2))
+        else:
+            t = Table(title="ttscale report: sweep table (means per problem, 95% Beta interval)")
+            for col in ("dataset", "model", "config", "N", "problems", "accuracy", "interval", "1-sample acc",
+                        "gen tok", "gens", "gen tok/correct"):
+                t.add_column(col, overflow="fold")
+            for s in summ:
+                t.add_row(s["dataset"], s["model"], s["config"], str(s["budget_n"]), str(s["problems"]),
+                          _pct(s["accuracy"]), f"[{_pct(s['acc_low'])}, {_pct(s['acc_high'])}]",
+                          _pct(s["sample_accuracy"]), f"{s['mean_generated_tokens']:.0f}",
+                          f"{s['mean_generations']:.1f}",
+                          "-" if s["generated_tokens_per_correct"] is None else f"{s['generated_tokens_per_correct']:.0f}")
+            con.print(t)
+    if html is not None:
+        inputs = [*tables, *results]
+        if not inputs:
+            raise ConfigError("ttscale report --html needs at least one table or results file")
+        rows = load_any(inputs)
+        pol = load_policy(policies[0]) if policies else None
+        write_html_report(rows, html, policy=pol, sources=[str(p) for p in [*inputs, *policies]])
+        con.print(f"html report: {html}")
+
+
+def _pct(v: float | None) -> str:
+    return f"{v:.1%}" if v is not None else "-"
+

@@ -1,0 +1,420 @@
+"""The compute-optimal policy (Snell et al.): per difficulty bin and budget, the best configuration.
+
+Fitting (:func:`fit_policy`) on a tidy sweep table of one model:
+
+- A configuration is a ``config`` label (strategy + params) with its nominal ``budget_n``; its
+  accuracy on a set of problems is the mean, over the problems it has graded rows for, of the
+  problem's accuracy (averaged over seeds).
+- For a bin and a budget B the policy picks, among configurations with ``budget_n <= B``, the one
+  with the highest accuracy on the bin's problems; ties go to the smaller ``budget_n``, then to
+  fewer mean generated tokens, then to the smaller label. A bin without training problems falls
+  back to the best configuration over all training problems at B (the ``overall`` choice, also
+  used by ``compute_optimal`` when it cannot predict a difficulty).
+- 2-fold cross-validation over problems: problems (sorted) are shuffled with ``random.Random(seed)``
+  and halved; on each fold the bins (edges included) and the choices are fitted, and the other
+  fold is binned with those edges and scored with those choices. The CV accuracy at B is the mean
+  of the two folds' accuracies. Each problem so gets one held-out choice per budget, from which the
+  per-bin CV curves are drawn.
+- The final policy is fitted the same way on all problems. When fitted on oracle difficulty it
+  also stores edges on *predicted* difficulty (the same binning method on the mean verifier score
+  of the first ``probe_n`` candidates), which is what ``compute_optimal`` bins new problems with;
+  bin i of one is used as bin i of the other.
+- Fixed-strategy curves: per table strategy and budget, its best configuration at exactly that
+  ``budget_n`` over all problems (an optimistic baseline: hyper-parameters picked in hindsight).
+
+:func:`bon_match` answers "how many generations does best-of-N need to match the policy".
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+from ttscale.core.errors import ConfigError
+from ttscale.lab.difficulty import (
+    BinMethod,
+    Binning,
+    DifficultyKind,
+    difficulty_values,
+    make_bins,
+    predicted_difficulty,
+)
+from ttscale.lab.flops import budget_to_reach
+from ttscale.lab.metrics import Key, beta_interval, problem_key
+
+POLICY_KIND = "ttscale-policy"
+POLICY_VERSION = 1
+BON_STRATEGIES = ("best_of_n", "weighted_best_of_n")
+STRATEGY_ALIASES = {"majority": "self_consistency"}
+"""Table strategy names (selection rules of subsampled rows) that run as another registered strategy."""
+
+
+@dataclass(frozen=True)
+class ConfigStats:
+    """One configuration's per-problem accuracy and cost."""
+
+    config: str
+    strategy: str
+    params: Mapping[str, Any]
+    budget_n: int
+    acc: Mapping[Key, float]
+    gen_tokens: Mapping[Key, float]
+    generations: Mapping[Key, float]
+
+    def accuracy(self, problems: Iterable[Key]) -> float | None:
+        vals = [self.acc[p] for p in problems if p in self.acc]
+        return fmean(vals) if vals else None
+
+    def covered(self, problems: Iterable[Key]) -> list[Key]:
+        return [p for p in problems if p in self.acc]
+
+    def mean_tokens(self, problems: Iterable[Key]) -> float:
+        vals = [self.gen_tokens[p] for p in problems if p in self.gen_tokens]
+        return fmean(vals) if vals else 0.0
+
+    def mean_generations(self, problems: Iterable[Key]) -> float:
+        vals = [self.generations[p] for p in problems if p in self.generations]
+        return fmean(vals) if vals else 0.0
+
+
+def config_stats(rows: Iterable[Mapping[str, Any]]) -> dict[str, ConfigStats]:
+    """Per config label: accuracy, generated tokens and generations per problem (means over seeds)."""
+    acc: dict[str, dict[Key, list[float]]] = {}
+    tok: dict[str, dict[Key, list[float]]] = {}
+    gens: dict[str, dict[Key, list[float]]] = {}
+    first: dict[str, Mapping[str, Any]] = {}
+    for r in rows:
+        c = str(r["config"])
+        first.setdefault(c, r)
+        if int(first[c]["budget_n"]) != int(r["budget_n"]):
+            raise ConfigError(f"config {c!r} has rows with budget_n {first[c]['budget_n']} and {r['budget_n']}")
+        k = problem_key(r)
+        tok.setdefault(c, {}).setdefault(k, []).append(float(r.get("generated_tokens") or 0))
+        gens.setdefault(c, {}).setdefault(k, []).append(float(r.get("generations") or 0))
+        if r.get("correct") is not None:
+            acc.setdefault(c, {}).setdefault(k, []).append(float(bool(r["correct"])))
+    out = {}
+    for c, r in first.items():
+        params = r.get("params") or "{}"
+        out[c] = ConfigStats(
+            config=c, strategy=str(r["strategy"]),
+            params=json.loads(params) if isinstance(params, str) else dict(params),
+            budget_n=int(r["budget_n"]),
+            acc={k: fmean(v) for k, v in acc.get(c, {}).items()},
+            gen_tokens={k: fmean(v) for k, v in tok[c].items()},
+            generations={k: fmean(v) for k, v in gens[c].items()},
+        )
+    return out
+
+
+def choose(stats: Mapping[str, ConfigStats], problems: Sequence[Key], budget: int) -> ConfigStats | None:
+    """The best configuration with ``budget_n <= budget`` on ``problems`` (tie rule: module docstring)."""
+    best: tuple[tuple[Any, ...], ConfigStats] | None = None
+    for s in stats.values():
+        if s.budget_n > budget:
+            continue
+        a = s.accuracy(problems)
+        if a is None:
+            continue
+        rank = (-round(a, 12), s.budget_n, round(s.mean_tokens(problems), 9), s.config)
+        if best is None or rank < best[0]:
+            best = (rank, s)
+    return best[1] if best else None
+
+
+def _fit_choices(stats: Mapping[str, ConfigStats], bins: Mapping[Key, int], n_bins: int,
+                 budgets: Sequence[int]) -> tuple[dict[tuple[int, int], ConfigStats | None], dict[int, ConfigStats | None]]:
+    problems = sorted(bins)
+    members = {b: [p for p in problems if bins[p] == b] for b in range(n_bins)}
+    per_bin = {(b, B): choose(stats, members[b], B) for b in range(n_bins) for B in budgets}
+    overall = {B: choose(stats, problems, B) for B in budgets}
+    return per_bin, overall
+
+
+def split_folds(problems: Iterable[Key], seed: int = 0) -> tuple[list[Key], list[Key]]:
+    """Two folds: the sorted problems shuffled with ``random.Random(seed)``, first half / rest."""
+    ps = sorted(problems)
+    random.Random(seed).shuffle(ps)
+    half = (len(ps) + 1) // 2
+    return sorted(ps[:half]), sorted(ps[half:])
+
+
+def dispatch_for(s: ConfigStats) -> dict[str, Any]:
+    """The registered strategy and parameters that run a configuration: table aliases resolved
+    (``majority`` → ``self_consistency``), ``n`` set to ``budget_n`` when the strategy takes ``n``
+    and the table's params lack it, parameters the strategy does not take left out (listed in
+    ``dropped``)."""
+    from ttscale.strategies.base import load_strategies
+
+    name = STRATEGY_ALIASES.get(s.strategy, s.strategy)
+    reg = load_strategies()
+    params = dict(s.params)
+    dropped: list[str] = []
+    if name in reg:
+        fields = {f.name for f in reg.get(name).fields()}
+        if "n" in fields and "n" not in params:
+            params["n"] = s.budget_n
+        dropped = sorted(k for k in params if k not in fields)
+        params = {k: v for k, v in params.items() if k in fields}
+    return {"strategy": name, "params": params, "dropped": dropped}
+
+
+def _choice_entry(s: ConfigStats | None, problems: Sequence[Key]) -> dict[str, Any]:
+    if s is None:
+        return {"strategy": None, "params": None, "config": None, "budget_n": None,
+                "train_accuracy": None, "train_problems": len(problems)}
+    d = dispatch_for(s)
+    return {"strategy": d["strategy"], "params": d["params"], "config": s.config, "table_strategy": s.strategy,
+            "budget_n": s.budget_n, "dropped_params": d["dropped"],
+            "train_accuracy": s.accuracy(problems), "train_problems": len(s.covered(problems))}
+
+
+def fixed_curves(stats: Mapping[str, ConfigStats], problems: Sequence[Key]) -> dict[str, list[dict[str, Any]]]:
+    """Per table strategy: at each of its budgets, its best configuration with exactly that
+    ``budget_n`` on ``problems`` (same tie rule), with accuracy, Beta interval and mean costs."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for strat in sorted({s.strategy for s in stats.values()}):
+        mine = {c: s for c, s in stats.items() if s.strategy == strat}
+        curve = []
+        for B in sorted({s.budget_n for s in mine.values()}):
+            s = choose({c: x for c, x in mine.items() if x.budget_n == B}, problems, B)
+            if s is None:
+                continue
+            cov = s.covered(problems)
+            acc = s.accuracy(cov)
+            lo, hi = beta_interval(sum(s.acc[p] for p in cov), len(cov))
+            curve.append({"budget": B, "config": s.config, "params": dict(s.params), "accuracy": acc,
+                          "acc_low": lo, "acc_high": hi, "problems": len(cov),
+                          "mean_generated_tokens": s.mean_tokens(cov), "mean_generations": s.mean_generations(cov)})
+        if curve:
+            out[strat] = curve
+    return out
+
+
+def curve_on(stats: Mapping[str, ConfigStats], curve: Sequence[Mapping[str, Any]],
+             problems: Sequence[Key]) -> list[dict[str, Any]]:
+    """A fixed-strategy curve's configurations re-evaluated on another problem set (a bin)."""
+    out = []
+    for pt in curve:
+        s = stats[pt["config"]]
+        cov = s.covered(problems)
+        if not cov:
+            continue
+        lo, hi = beta_interval(sum(s.acc[p] for p in cov), len(cov))
+        out.append({**pt, "accuracy": s.accuracy(cov), "acc_low": lo, "acc_high": hi, "problems": len(cov),
+                    "mean_generated_tokens": s.mean_tokens(cov), "mean_generations": s.mean_generations(cov)})
+    return out
+
+
+def _held_out_curve(stats: Mapping[str, ConfigStats], choices: Mapping[Key, Mapping[int, str]],
+                    problems: Sequence[Key], budgets: Sequence[int]) -> list[dict[str, Any]]:
+    out = []
+    for B in budgets:
+        acc, tok, gen = [], [], []
+        for p in problems:
+            c = choices.get(p, {}).get(B)
+            if c is None or p not in stats[c].acc:
+                continue
+            acc.append(stats[c].acc[p])
+            tok.append(stats[c].gen_tokens[p])
+            gen.append(stats[c].generations[p])
+        if acc:
+            lo, hi = beta_interval(sum(acc), len(acc))
+            out.append({"budget": B, "accuracy": fmean(acc), "acc_low": lo, "acc_high": hi, "problems": len(acc),
+                        "mean_generated_tokens": fmean(tok), "mean_generations": fmean(gen)})
+    return out
+
+
+def fit_policy(rows: Sequence[Mapping[str, Any]], *, difficulty: DifficultyKind = "oracle",
+               bins: BinMethod = "quantile", n_bins: int = 5, seed: int = 0, probe_n: int = 4,
+               model: str | None = None, require_predicted: bool = True,
+               source: str = "") -> dict[str, Any]:
+    """Fit the compute-optimal policy (see the module docstring); returns the policy as a JSON-able
+    dict. ``require_predicted``: refuse (ConfigError) when the table has no verifier scores to put
+    predicted-difficulty edges in the policy (``compute_optimal`` needs them)."""
+    models = sorted({str(r["model"]) for r in rows})
+    if model is not None:
+        rows = [r for r in rows if str(r["model"]) == model]
+        if not rows:
+            raise ConfigError(f"{source or 'table'}: no rows for model {model!r}; models: {', '.join(models)}")
+    elif len(models) > 1:
+        raise ConfigError(f"{source or 'table'} holds several models ({', '.join(models)}): "
+                          "a policy is fitted for one; pick it with --model")
+    if not rows:
+        raise ConfigError(f"{source or 'table'}: no rows to fit a policy on")
+    stats = config_stats(rows)
+    values = difficulty_values(rows, difficulty, probe_n)
+    if not values:
+        need = "graded candidates (cand_correct)" if difficulty == "oracle" else "verifier scores (cand_scores)"
+        raise ConfigError(f"{source or 'table'}: no problem has {need}, so {difficulty} difficulty is unknown")
+    if difficulty == "oracle":
+        pred_values = predicted_difficulty(rows, probe_n)
+        if not pred_values and require_predicted:
+            raise ConfigError(
+                f"{source or 'table'}: no candidate has a verifier score (cand_scores are all null), so the "
+                "policy cannot hold predicted-difficulty edges, which the compute_optimal strategy needs to "
+                "bin new problems. Sweep with a scoring strategy (best_of_n / weighted_best_of_n) first.")
+    else:
+        pred_values = values
+    budgets = sorted({s.budget_n for s in stats.values()})
+    problems = sorted(values)
+
+    # --- 2-fold cross-validation -----------------------------------------------------------------
+    folds = split_folds(problems, seed)
+    cv_choice: dict[Key, dict[int, str]] = {}
+    fold_acc: dict[int, list[float]] = {B: [] for B in budgets}
+    for train, test in ((folds[0], folds[1]), (folds[1], folds[0])):
+        if not train or not test:
+            raise ConfigError(f"{source or 'table'}: 2-fold cross-validation needs at least 2 problems "
+                              f"with a difficulty value, got {len(problems)}")
+        binning, train_bins = make_bins({p: values[p] for p in train}, bins, n_bins)
+        per_bin, overall = _fit_choices(stats, train_bins, binning.n_bins, budgets)
+        for B in budgets:
+            accs = []
+            for p in test:
+                s = per_bin.get((binning.bin_of(values[p]), B)) or overall[B]
+                if s is None:
+                    continue
+                cv_choice.setdefault(p, {})[B] = s.config
+                if p in s.acc:
+                    accs.append(s.acc[p])
+            if accs:
+                fold_acc[B].append(fmean(accs))
+
+    # --- final fit on all problems -----------------------------------------------------------------
+    binning, all_bins = make_bins(values, bins, n_bins)
+    per_bin, overall = _fit_choices(stats, all_bins, binning.n_bins, budgets)
+    pred_binning: Binning | None = None
+    if pred_values:
+        pred_binning = binning if difficulty == "predicted" else make_bins(pred_values, bins, n_bins)[0]
+
+    members = {b: [p for p in problems if all_bins[p] == b] for b in range(binning.n_bins)}
+    table = []
+    for b in range(binning.n_bins):
+        for B in budgets:
+            s = per_bin[(b, B)]
+            entry = _choice_entry(s if s is not None else overall[B], members[b])
+            table.append({"bin": b, "label": binning.labels[b], "budget": B,
+                          "fallback": s is None, **entry})
+    cv_all = _held_out_curve(stats, cv_choice, problems, budgets)
+    for pt in cv_all:
+        pt["fold_accuracies"] = fold_acc[pt["budget"]]
+        pt["accuracy"] = fmean(fold_acc[pt["budget"]]) if fold_acc[pt["budget"]] else pt["accuracy"]
+    fixed = fixed_curves(stats, problems)
+    policy = {
+        "kind": POLICY_KIND,
+        "version": POLICY_VERSION,
+        "fit": {
+            "source": source, "model": rows[0]["model"], "datasets": sorted({str(r["dataset"]) for r in rows}),
+            "difficulty": difficulty, "bins": bins, "n_bins": binning.n_bins, "folds": 2, "seed": seed,
+            "probe_n": probe_n, "problems": len(problems), "configs": len(stats), "budgets": budgets,
+            "selection": ("per (bin, budget): max accuracy among configs with budget_n <= budget; ties -> "
+                          "smaller budget_n, fewer generated tokens, smaller label; empty bin -> overall best"),
+            "cv": ("2-fold over problems, seeded shuffle; bins and choices fitted on one fold, the other "
+                   "fold binned by the fitted edges and scored; CV accuracy = mean of the two folds"),
+            "note": ("predicted-difficulty probes (probe_n samples + verifier calls) are not in these "
+                     "curves; the compute_optimal strategy spends them on top of the dispatched budget"),
+        },
+        "binning": binning.to_dict(),
+        "predicted_binning": pred_binning.to_dict() if pred_binning else None,
+        "budgets": budgets,
+        "table": table,
+        "overall": [{"budget": B, **_choice_entry(overall[B], problems)} for B in budgets],
+        "cv_curve": cv_all,
+        "cv_by_bin": {str(b): _held_out_curve(stats, cv_choice, members[b], budgets) for b in range(binning.n_bins)},
+        "fixed_curves": fixed,
+        "problem_bins": [[p[0], p[1], all_bins[p]] for p in problems],
+    }
+    policy["bon_match"] = bon_match(cv_all, fixed)
+    return policy
+
+
+def bon_match(policy_curve: Sequence[Mapping[str, Any]], fixed: Mapping[str, Sequence[Mapping[str, Any]]],
+              strategies: Sequence[str] = BON_STRATEGIES) -> list[dict[str, Any]]:
+    """For each policy budget B: the fewest generations at which the best fixed best-of-N curve
+    (``strategies``, each a list of {budget, accuracy}) reaches the policy's CV accuracy at B,
+    interpolated log-linearly between budgets (:func:`ttscale.lab.flops.budget_to_reach`), and
+    its ratio to B. ``match_budget``/``ratio`` are None ("not reached") when no curve gets there."""
+    out = []
+    for pt in policy_curve:
+        B, target = int(pt["budget"]), float(pt["accuracy"])
+        best: tuple[float, str] | None = None
+        for name in strategies:
+            curve = fixed.get(name)
+            if not curve:
+                continue
+            m = budget_to_reach([(c["budget"], c["accuracy"]) for c in curve], target)
+            if m is not None and (best is None or m < best[0]):
+                best = (m, name)
+        out.append({"budget": B, "policy_accuracy": target,
+                    "strategy": best[1] if best else None,
+                    "match_budget": best[0] if best else None,
+                    "ratio": best[0] / B if best else None})
+    return out
+
+
+# --- files ---------------------------------------------------------------------------------------
+def save_policy(policy: Mapping[str, Any], path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(policy, indent=1) + "\n", encoding="utf-8")
+    return p
+
+
+def load_policy(path: str | Path) -> dict[str, Any]:
+    """A policy file written by :func:`save_policy`, checked (ConfigError naming file and field)."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(f"policy file {p} does not exist (write one with `ttscale fit-policy`)") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read policy file {p}: {e.strerror}") from e
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"policy file {p} is not valid JSON: {e.msg}") from e
+    if not isinstance(data, dict) or data.get("kind") != POLICY_KIND:
+        raise ConfigError(f"policy file {p}: field kind={data.get('kind') if isinstance(data, dict) else None!r} "
+                          f"is not {POLICY_KIND!r} (not a `ttscale fit-policy` output)")
+    for fld in ("binning", "budgets", "table", "overall"):
+        if fld not in data:
+            raise ConfigError(f"policy file {p}: missing field {fld}")
+    Binning.from_dict(data["binning"], f"policy file {p}: field binning")
+    if data.get("predicted_binning") is not None:
+        Binning.from_dict(data["predicted_binning"], f"policy file {p}: field predicted_binning")
+    return data
+
+
+def is_policy_file(path: str | Path) -> bool:
+    p = Path(path)
+    if p.suffix != ".json" or not p.is_file():
+        return False
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("kind") == POLICY_KIND
+
+
+def lookup(policy: Mapping[str, Any], difficulty_bin: int | None, budget: int,
+           where: str = "policy") -> dict[str, Any]:
+    """The entry for a bin (None = unknown difficulty → the overall choice) at the largest policy
+    budget <= ``budget``."""
+    usable = [B for B in policy["budgets"] if B <= budget]
+    if not usable:
+        raise ConfigError(f"{where}: budget={budget} is below the policy's smallest budget "
+                          f"{min(policy['budgets'])}; budgets: {policy['budgets']}")
+    B = max(usable)
+    if difficulty_bin is None:
+        entry = next(e for e in policy["overall"] if e["budget"] == B)
+    else:
+        entry = next((e for e in policy["table"] if e["bin"] == difficulty_bin and e["budget"] == B), None)
+        if entry is None:
+            raise ConfigError(f"{where}: no entry for bin {difficulty_bin} at budget {B}")
+    if not entry.get("strategy"):
+        raise ConfigError(f"{where}: no configuration was fitted for bin {difficulty_bin} at budget {B}")
+    return {**entry, "budget": B}

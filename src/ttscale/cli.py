@@ -127,13 +127,22 @@ def run(
 
 @app.command()
 def report(
-    results: Annotated[list[Path], typer.Argument(help="results JSONL files")],
+    results: Annotated[list[Path], typer.Argument(help="results JSONL files, sweep tables (folder, table.jsonl, "
+                                                      "table.parquet) and at most one policy JSON")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    html: Annotated[Path | None, typer.Option("--html", help="also write a self-contained HTML report here")] = None,
 ) -> None:
     """Accuracy, tokens and generations per problem, per strategy configuration."""
+    from ttscale.lab.analysis_command import report_tables, split_report_inputs
     from ttscale.lab.report import summarize
 
-    rows = summarize(results)
+    tables, plain, policies = split_report_inputs(results)
+    if as_json and tables and plain:
+        raise TtscaleError("--json takes either sweep tables or results files, not both")
+    report_tables(tables, plain, policies, html=html, as_json=as_json, out=console)
+    if not plain:
+        return
+    rows = summarize(plain)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -193,6 +202,12 @@ def _register_commands() -> None:
     from ttscale.testbeds.command import testbed_command
 
     app.command("testbed", help="Synthetic metastable-chain testbed figures.")(testbed_command)
+    from ttscale.lab.analysis_command import fit_policy_command, plot_command
+
+    app.command("fit-policy", help="Fit the compute-optimal policy on a sweep table.")(fit_policy_command)
+    app.command("plot", help="Plot accuracy vs compute per strategy and difficulty bin.")(plot_command)
+    from ttscale.lab.sweep_command import sweep_command
+    app.command("sweep", help="Run a RECIPE.yaml sweep: datasets x strategies x grids x budgets x seeds.")(sweep_command)
 
 
 _register_commands()

@@ -1,0 +1,74 @@
+"""``ttscale sweep RECIPE.yaml`` (register with ``app.command("sweep")(sweep_command)``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def _pct(v: float | None) -> str:
+    return f"{v:.1%}" if v is not None else "-"
+
+
+def sweep_command(
+    recipe: Annotated[Path, typer.Argument(help="the sweep recipe (YAML)")],
+    out: Annotated[Path | None, typer.Option(help="output directory (default: the recipe's `out`)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list the runs and configurations; run nothing")] = False,
+    table_only: Annotated[bool, typer.Option("--table-only", help="rebuild the table from existing results")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar per run")] = True,
+) -> None:
+    """Run a sweep recipe (resumable: rerun it to continue), then write <out>/table.{jsonl,parquet}."""
+    from ttscale.core.errors import ConfigError
+    from ttscale.lab.recipe import load_recipe
+    from ttscale.lab.runner import read_results
+    from ttscale.lab.sweep import PlannedRun, derived_config, plan, run_sweep, summarize_table
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    if dry_run and table_only:
+        raise ConfigError("--dry-run and --table-only exclude each other")
+    rec = load_recipe(recipe)
+    runs = plan(rec, out)
+    root = out if out is not None else rec.out
+
+    if dry_run:
+        console.print(f"[bold]sweep {rec.name}[/]: {len(runs)} runs -> {root}", highlight=False)
+        n_configs = 0
+        for r in runs:
+            sub = r.config.subsample
+            derived = [derived_config(rule, k, r.config.label) for rule in sub.select for k in sub.n] if sub else []
+            n_configs += 1 + len(derived)
+            done = len(read_results(r.path)[0]) if r.path.exists() else 0
+            console.print(f"{r.index + 1:>4}. {r.config.label}  [dim]on {r.dataset.label} with {r.engine.label}, "
+                          f"seed {r.seed}; {done} problems done; {r.path}[/]", highlight=False, soft_wrap=True)
+            for label in derived:
+                console.print(f"        + {label}", highlight=False, soft_wrap=True)
+        console.print(f"{len(runs)} runs, {n_configs} table configurations "
+                      f"({len(rec.datasets)} datasets x {len(rec.engines)} engines x {len(rec.seeds)} seeds)")
+        return
+
+    def announce(r: PlannedRun) -> None:
+        console.print(f"[bold]run {r.index + 1}/{len(runs)}[/]: {r.config.label} on {r.dataset.label} "
+                      f"(seed {r.seed}) with {r.engine.label} -> {r.path}")
+
+    console.print(f"[bold]ttscale sweep[/] {rec.name}: {len(runs)} runs -> {root}"
+                  + (" (table only)" if table_only else ""))
+    res = run_sweep(rec, out=out, table_only=table_only, progress=progress, on_run=announce)
+
+    t = Table(title=f"sweep {rec.name} (means per problem)")
+    for col in ("dataset", "model", "config", "seed", "problems", "accuracy", "gen tok", "gens"):
+        t.add_column(col, overflow="fold")
+    for s in summarize_table(res.rows):
+        model = Path(s["model"]).name if "/" in s["model"] else s["model"]
+        t.add_row(s["dataset"], model, s["config"], str(s["seed"]), str(s["problems"]), _pct(s["accuracy"]),
+                  f"{s['mean_generated_tokens']:.0f}", f"{s['mean_generations']:.1f}")
+    console.print(t)
+    if res.table_paths is not None:
+        console.print(f"table: {res.table_paths[0]} and {res.table_paths[1]} ({len(res.rows)} rows)")
+    if res.interrupted:
+        Console(stderr=True).print("interrupted: finished problems are saved; rerun the same command to resume")
+        raise typer.Exit(130)

@@ -105,14 +105,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
-    ap.add_argument("--n-parallel", type=int, default=8, help="llama.cpp slots")
+    ap.add_argument("--n-parallel", type=int, default=16, help="llama.cpp slots (>= live beams, so parents keep their slot)")
+    ap.add_argument("--share-prefix", type=int, default=0, help="1: siblings as one native-n request (engine share_prefix)")
     return ap.parse_args(argv)
 
 
 async def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     problems = load_dataset("default", limit=a.limit).problems
-    eng = EmbeddedEngine(a.model, n_parallel=a.n_parallel, n_ctx=a.n_parallel * 2048, threads=a.threads or None)
+    eng = EmbeddedEngine(a.model, n_parallel=a.n_parallel, n_ctx=a.n_parallel * 2048, threads=a.threads or None,
+                         share_prefix=bool(a.share_prefix))
     beam_params = {"n": a.n, "beam_width": a.beam_width, "max_steps": a.max_steps,
                    "max_step_tokens": a.max_step_tokens, "max_tokens": a.max_steps * a.max_step_tokens,
                    "verifier": "random"}
@@ -137,7 +139,8 @@ async def main(argv: list[str] | None = None) -> int:
         return statistics.median(x[key] for x in rows[name])
 
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}; "
-          f"engine: embedded llama.cpp (xllamacpp), model {a.model}, n_parallel={a.n_parallel}; "
+          f"engine: embedded llama.cpp (xllamacpp), model {a.model}, n_parallel={a.n_parallel}, "
+          f"share_prefix={bool(a.share_prefix)}; "
           f"problems={len(problems)} N={a.n} M={a.beam_width} max_steps={a.max_steps} repeats={a.repeats}")
     print(f"{'strategy':<12} {'gen tokens':>10} {'requests':>8} {'wall s':>8} {'ms/token':>9} "
           f"{'prompt tok':>10} {'cached':>8} {'hit rate':>8}")

@@ -246,3 +246,21 @@ async def test_monitor_exception_propagates(embedded_small):
     with pytest.raises(ValueError, match="bad monitor"):
         await embedded_small.generate(GenerationRequest(messages=POEM, max_tokens=20, monitor=monitor))
     assert embedded_small.active_streams == 0
+
+
+def test_slot_affinity_prefers_longest_shared_prefix_then_least_recent() -> None:
+    from ttscale.engines.embedded import EmbeddedEngine
+
+    e = EmbeddedEngine.__new__(EmbeddedEngine)  # the slot bookkeeping alone, no model
+    e.n_parallel = 4
+    e._slot_ids = [(1, 2, 3), (1, 2, 3, 4, 5), (9,), ()]
+    e._slot_busy = [False] * 4
+    e._slot_clock = [3, 1, 0, 2]
+    e._tick = 3
+    assert e._take_slots((1, 2, 3, 4, 5, 6), 1) == [1]  # the parent's slot
+    assert e._slot_busy == [False, True, False, False]
+    # no shared prefix anywhere: the least recently used idle slot
+    assert e._take_slots((7, 7), 1) == [2]
+    # siblings booked on the least useful idle slots after the best one
+    assert e._take_slots((1, 2), 2) == [0, 3]
+    assert e._take_slots((1,), 1) == []  # nothing idle: llama.cpp queues it

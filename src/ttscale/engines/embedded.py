@@ -8,6 +8,14 @@ batch. Design:
   ``seed + 1``, ...). llama.cpp's own ``n`` uses the same ``seed + i`` per child (same samples), but
   it needs ``n`` free slots at once (and refuses ``n > n_parallel``), which stalls the batch when
   samples end at different lengths; single-sample requests refill slots as they free up.
+- Slot affinity: the engine remembers what each slot's KV cache holds and sends a request to the
+  idle slot sharing the longest prefix with its prompt (``id_slot``), so a tree-search step
+  continues in the slot where its parent was decoded. Give it at least as many slots
+  (``n_parallel``) as beams live at once, or parents are evicted before their children come.
+- ``share_prefix=True`` sends a continuation with ``n > 1`` (tree-search siblings) as one
+  native-``n`` request instead: the shared prefix is decoded once and copied to the siblings'
+  slots (same samples: child ``i`` gets ``seed + i``), but llama.cpp then places the siblings
+  itself, so slot affinity is switched off.
 - Prompts are always sent as token ids: the chat template is rendered (``/apply-template``) and
   tokenised (``/tokenize``) once per distinct message list, and a continuation appends the prefix's
   token ids, so text the model produced is never re-tokenised.
@@ -79,6 +87,7 @@ class EmbeddedEngine:
         ignore_eos: bool = False,
         poll: int = 0,
         verbose: bool = False,
+        share_prefix: bool = False,
     ) -> None:
         try:
             import xllamacpp as xlc
@@ -94,6 +103,7 @@ class EmbeddedEngine:
         self.top_k = top_k
         self.min_p = min_p
         self.ignore_eos = ignore_eos
+        self.share_prefix = share_prefix
 
         p = xlc.CommonParams()
         p.model.path = str(self.model_path)
@@ -119,6 +129,11 @@ class EmbeddedEngine:
         self._lock = threading.Lock()
         self._prompts: OrderedDict[Any, tuple[int, ...]] = OrderedDict()
         self._live: set[threading.Event] = set()
+        # slot affinity: what each llama.cpp slot's KV cache holds (as far as we know), who is busy
+        self._slot_ids: list[tuple[int, ...]] = [() for _ in range(self.n_parallel)]
+        self._slot_busy = [False] * self.n_parallel
+        self._slot_clock = [0] * self.n_parallel
+        self._tick = 0
         self._closed = False
         # counters (read by tests and benchmarks)
         self.active_streams = 0
@@ -204,19 +219,24 @@ class EmbeddedEngine:
             body["ignore_eos"] = True
         return body
 
-    def _run(self, body: dict[str, Any], st: _Stream, req: GenerationRequest) -> None:
-        monitor = req.monitor
+    def _run(self, body: dict[str, Any], streams: Sequence[_Stream], req: GenerationRequest) -> None:
+        """Run one backend request; its choices (``index``) fill ``streams`` (several with native ``n``)."""
+        monitor = req.monitor if len(streams) == 1 else None
         k = req.logprobs or 0
+        cancel = streams[0].cancel
 
         def on_chunk(chunk: Any) -> bool:
             if not isinstance(chunk, dict):
-                return st.cancel.is_set()
+                return cancel.is_set()
             if "error" in chunk:
                 err = chunk["error"]
-                st.error = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+                for st in streams:
+                    st.error = err.get("message", str(err)) if isinstance(err, dict) else str(err)
                 return True
             new = 0
+            st = streams[0]
             for ch in chunk.get("choices") or ():
+                st = streams[int(ch.get("index") or 0) % len(streams)]
                 lp = ch.get("logprobs") or {}
                 for item in lp.get("content") or ():
                     top = tuple((t["token"], float(t["logprob"])) for t in (item.get("top_logprobs") or ())[:k])
@@ -228,8 +248,9 @@ class EmbeddedEngine:
                     st.finish = ch["finish_reason"]
             if chunk.get("usage"):
                 st.usage = chunk["usage"]
-            if st.cancel.is_set():
-                st.cancelled = True
+            if cancel.is_set():
+                for s in streams:
+                    s.cancelled = s.finish is None
                 return True
             if monitor is not None and new and st.finish is None:
                 try:
@@ -242,37 +263,83 @@ class EmbeddedEngine:
                     return True
             return False
 
+        prompt = tuple(body["prompt"])
         with self._lock:
-            self.active_streams += 1
+            self.active_streams += len(streams)
+            slots = [] if self.share_prefix else self._take_slots(prompt, len(streams))
+        if slots:
+            body = {**body, "id_slot": slots[0]}
         try:
-            if st.cancel.is_set():
-                st.cancelled = True
+            if cancel.is_set():
+                for st in streams:
+                    st.cancelled = True
                 return
             ret = self._server.handle_completions(body, on_chunk)
             if isinstance(ret, dict) and "error" in ret:
                 err = ret["error"]
-                st.error = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+                for st in streams:
+                    st.error = err.get("message", str(err)) if isinstance(err, dict) else str(err)
         finally:
             with self._lock:
-                self.active_streams -= 1
-                self.generated_tokens += len(st.ids)
+                self.active_streams -= len(streams)
+                self.generated_tokens += sum(len(st.ids) for st in streams)
+                for slot, st in zip(slots, streams, strict=False):
+                    self._slot_ids[slot] = prompt + tuple(st.ids)
+                    self._slot_busy[slot] = False
 
-    async def _sample(self, req: GenerationRequest, prompt: tuple[int, ...], i: int) -> Completion:
+    def _take_slots(self, prompt: tuple[int, ...], n: int) -> list[int]:
+        """Slot affinity (call with the lock held): the idle slot whose cache shares the longest
+        prefix with ``prompt`` (ties: least recently used) runs the request, so a continuation lands
+        where its parent was decoded; native-``n`` siblings are booked on the least useful idle
+        slots (llama.cpp places them itself; this is our best guess of where). No idle slot: none
+        booked, llama.cpp queues the request."""
+        idle = [i for i in range(self.n_parallel) if not self._slot_busy[i]]
+        if len(idle) < n:
+            return []
+
+        def lcp(i: int) -> int:
+            a = self._slot_ids[i]
+            m = min(len(a), len(prompt))
+            k = 0
+            while k < m and a[k] == prompt[k]:
+                k += 1
+            return k
+
+        ranked = sorted(idle, key=lambda i: (-lcp(i), self._slot_clock[i]))
+        chosen = ranked[:1] + sorted(ranked[1:], key=lambda i: (lcp(i), self._slot_clock[i]))[: n - 1]
+        self._tick += 1
+        for i in chosen:
+            self._slot_busy[i] = True
+            self._slot_clock[i] = self._tick
+        return chosen
+
+    async def _sample(self, req: GenerationRequest, prompt: tuple[int, ...], i: int, n: int = 1) -> list[Completion]:
+        """Samples ``i .. i+n-1`` of ``req`` in one backend request (llama.cpp's native ``n`` when
+        ``n > 1``: the prompt is decoded once and its KV copied to the other slots)."""
         body = self._body(req, prompt, i)
-        st = _Stream(cancel=threading.Event())
-        self._live.add(st.cancel)
+        if n > 1:
+            body["n"] = n
+        cancel = threading.Event()
+        streams = [_Stream(cancel=cancel) for _ in range(n)]
+        self._live.add(cancel)
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._pool, self._run, body, st, req)
+            await loop.run_in_executor(self._pool, self._run, body, streams, req)
         except asyncio.CancelledError:
-            st.cancel.set()
+            cancel.set()
             raise
         finally:
-            self._live.discard(st.cancel)
-        if st.failure is not None:
-            raise st.failure
-        if st.error is not None:
-            raise EngineError(f"embedded engine ({self.model}): {st.error}")
+            self._live.discard(cancel)
+        out = []
+        for j, st in enumerate(streams):
+            if st.failure is not None:
+                raise st.failure
+            if st.error is not None:
+                raise EngineError(f"embedded engine ({self.model}): {st.error}")
+            out.append(self._completion(st, req, prompt, shared=j > 0))
+        return out
+
+    def _completion(self, st: _Stream, req: GenerationRequest, prompt: tuple[int, ...], *, shared: bool) -> Completion:
         usage = st.usage or {}
         if st.cancelled:
             finish = "cancelled"
@@ -281,6 +348,7 @@ class EmbeddedEngine:
         else:
             finish = "stop"
         details = usage.get("prompt_tokens_details") or {}
+        cached = int(details.get("cached_tokens", 0) or 0)
         return Completion(
             text=st.text,
             finish_reason=finish,  # type: ignore[arg-type]
@@ -288,14 +356,23 @@ class EmbeddedEngine:
             prompt_tokens=int(usage.get("prompt_tokens", len(prompt))),
             token_ids=tuple(st.ids),
             logprobs=tuple(st.tokens) if req.logprobs else None,
-            cached_prompt_tokens=int(details.get("cached_tokens", 0) or 0),
+            # a native-n sibling's prompt is copied from the first one's KV cache, not decoded again
+            cached_prompt_tokens=len(prompt) if shared else cached,
         )
+
+    def _shares_prompt(self, req: GenerationRequest) -> bool:
+        """Siblings continuing one prefix (tree search) go as one native-``n`` request."""
+        return (self.share_prefix and 1 < req.n <= self.n_parallel and req.monitor is None
+                and (req.prefix_token_ids is not None or bool(req.prefix)))
 
     async def generate(self, req: GenerationRequest) -> list[Completion]:
         if self._closed:
             raise EngineError("embedded engine is closed")
         prompt = await asyncio.to_thread(self.prompt_ids, req)
-        return list(await asyncio.gather(*(self._sample(req, prompt, i) for i in range(req.n))))
+        if self._shares_prompt(req):
+            return await self._sample(req, prompt, 0, req.n)
+        groups = await asyncio.gather(*(self._sample(req, prompt, i) for i in range(req.n)))
+        return [c for g in groups for c in g]
 
     async def aclose(self) -> None:
         if self._closed:
@@ -319,6 +396,9 @@ class EmbeddedParams:
     ignore_eos: bool = param(False, "benchmarking: always generate max_tokens")
     poll: int = param(0, "llama.cpp worker busy-wait level 0-100 (50 = llama.cpp default; 0 suits shared CPUs)")
     verbose: bool = param(False, "let llama.cpp log to stderr")
+    share_prefix: bool = param(
+        False, "continuations with n > 1 (tree-search siblings) as one native-n request: the shared prefix is "
+        "decoded once, but llama.cpp places the siblings, so slot affinity is off")
 
 
 @engine("embedded", EmbeddedParams, "llama.cpp in-process (xllamacpp) on a local GGUF; the default")
@@ -333,4 +413,5 @@ def make_embedded(model: str | None, params: EmbeddedParams) -> EmbeddedEngine:
         ignore_eos=params.ignore_eos,
         poll=params.poll,
         verbose=params.verbose,
+        share_prefix=params.share_prefix,
     )

@@ -230,6 +230,9 @@ async def test_subsampled_rows_are_exact():
     assert k2["cand_correct"] == [False, True] and k2["cand_scores"] == [0.2, 0.3]
     assert k2["sample_accuracy"] == 0.5 and k2["mean_score"] == pytest.approx(0.25)
     assert (k2["seed"], k2["engine"], k2["model"], k2["reference"]) == (3, "embedded", "m", "7")
+    # answers by equivalence class (first spelling), so maj@k can group by string equality
+    assert run["cand_answers"] == ["5", "7", "5", "7"]
+    assert k2["cand_answers"] == ["5", "7"]
 
 
 def test_select_rules_without_answers():

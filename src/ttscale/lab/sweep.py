@@ -38,6 +38,7 @@ COLUMNS: tuple[str, ...] = (
     "sweep", "dataset", "problem_id", "engine", "model", "strategy", "params", "config", "budget_n", "seed",
     "derived_from", "correct", "answer", "reference", "generated_tokens", "prompt_tokens", "verifier_tokens",
     "generations", "flops", "wall_time_s", "cand_correct", "cand_scores", "sample_accuracy", "mean_score",
+    "cand_answers",
 )
 """The columns of the sweep table, in order."""
 
@@ -51,6 +52,7 @@ def table_schema() -> Any:
         "prompt_tokens": pa.int64(), "verifier_tokens": pa.int64(), "generations": pa.int64(),
         "flops": pa.float64(), "wall_time_s": pa.float64(), "cand_correct": pa.list_(pa.bool_()),
         "cand_scores": pa.list_(pa.float64()), "sample_accuracy": pa.float64(), "mean_score": pa.float64(),
+        "cand_answers": pa.list_(pa.string()),
     }
     return pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
 
@@ -182,7 +184,21 @@ def run_row(rec: Mapping[str, Any], *, sweep: str, dataset: str) -> dict[str, An
         "flops": None if flops is None else float(flops), "wall_time_s": float(cost.get("wall_time_s") or 0.0),
         "cand_correct": cand_correct, "cand_scores": cand_scores,
         "sample_accuracy": _mean(cand_correct), "mean_score": _mean(cand_scores),
+        "cand_answers": [None if c.get("answer") is None else str(c["answer"]) for c in cands],
     }
+
+
+def canonical_answers(cands: Sequence[Mapping[str, Any]], labels: Sequence[int | None]) -> list[str | None]:
+    """Each candidate's answer replaced by the first answer of its equivalence class ("7.0" and "7"
+    read the same), so that maj@k over ``cand_answers`` can group by plain string equality."""
+    first: dict[int, str] = {}
+    out: list[str | None] = []
+    for c, lab in zip(cands, labels, strict=True):
+        if lab is None or c.get("answer") is None:
+            out.append(None)
+            continue
+        out.append(first.setdefault(lab, str(c["answer"])))
+    return out
 
 
 def derived_config(rule: str, k: int, source_label: str) -> str:
@@ -223,6 +239,7 @@ def derived_row(rec: Mapping[str, Any], labels: Sequence[int | None], rule: str,
         "wall_time_s": round(src["wall_time_s"] * frac, 4),
         "cand_correct": cand_correct, "cand_scores": cand_scores,
         "sample_accuracy": _mean(cand_correct), "mean_score": _mean(cand_scores),
+        "cand_answers": src["cand_answers"][:m],
     }
 
 
@@ -230,14 +247,21 @@ async def table_rows(records: Sequence[Mapping[str, Any]], *, sweep: str, datase
                      subsample: Subsample | None, answers: AnswerSpace) -> list[dict[str, Any]]:
     """The rows of one run's results: one per record, then (when ``subsample``) one per record for
     each selection rule and each k, rules outermost."""
-    rows = [run_row(r, sweep=sweep, dataset=dataset) for r in records]
+    labels = [await answers.group([c.get("answer") for c in r.get("candidates") or []]) for r in records]
+    rows = []
+    for r, lab in zip(records, labels, strict=True):
+        row = run_row(r, sweep=sweep, dataset=dataset)
+        row["cand_answers"] = canonical_answers(r.get("candidates") or [], lab)
+        rows.append(row)
     if subsample is None:
         return rows
-    labels = [await answers.group([c.get("answer") for c in r.get("candidates") or []]) for r in records]
+    base = list(rows)
     for rule in subsample.select:
         for k in subsample.n:
-            rows.extend(derived_row(r, lab, rule, k, sweep=sweep, dataset=dataset)
-                        for r, lab in zip(records, labels, strict=True))
+            for r, lab, row in zip(records, labels, base, strict=True):
+                d = derived_row(r, lab, rule, k, sweep=sweep, dataset=dataset)
+                d["cand_answers"] = row["cand_answers"][: len(d["cand_correct"])]
+                rows.append(d)
     return rows
 
 

@@ -40,6 +40,7 @@ def ma():
     ("<think>maybe 5 or \\boxed{6}</think>\nThe answer is 7.", "7"),
     ("<think>Let me try 4 then \\boxed{8}</think>", "8"),
     ("<think>hmm, 4 apples", "4"),
+    ("<think>so the answer is 7</think>", "7"),  # no delimiter inside the answer
     # none
     ("no numbers here", None),
     ("", None),

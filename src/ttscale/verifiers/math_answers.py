@@ -111,7 +111,8 @@ def extract_answer(text: str) -> str | None:
         got = _extract(after, numbers=True) if after.strip() else None
         if got is not None:
             return got
-    return _extract(text, numbers=True)
+    # the delimiters are markup, not part of an answer ("... the answer is 7</think>" -> "7")
+    return _extract(text.replace(_THINK_END, "\n").replace("<think>", "\n"), numbers=True)
 
 
 def _extract(text: str, *, numbers: bool) -> str | None:

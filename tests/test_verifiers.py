@@ -210,6 +210,12 @@ async def test_llm_judge_score_steps_asks_per_prefix():
     ctx2.verifiers["llm_judge"] = LLMJudge()
     scored = await ctx2.score_steps(cs)
     assert scored[0].step_scores == pytest.approx((0.9, 0.9, 0.2))
+    # last steps only: one query per candidate, every step shown
+    eng3 = JudgeEngine(top)
+    ctx3 = make_context(eng3)
+    assert await LLMJudge().score_last_steps(ctx3.problem, cs, ctx3) == pytest.approx([0.2, 0.9])
+    assert len(eng3.calls) == 2 and ctx3.meter.verifier_calls == 2
+    assert "Step 1: first step" in eng3.calls[0].messages[0]["content"]
 
 
 async def test_llm_judge_custom_prompt_and_own_engine(tmp_path):

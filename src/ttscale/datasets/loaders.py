@@ -9,7 +9,9 @@ A spec is one of:
   and ttscale results files (``problem_id`` + ``reference`` + ``candidates``) load as datasets too;
 - a preset: ``gsm8k``, ``math500``, ``aime24`` (Hugging Face, needs ``ttscale[hf]``);
 - ``hf:NAME[:CONFIG][@SPLIT]``: any Hugging Face dataset;
-- ``rg:TASK``: a reasoning-gym task generated offline (``seed``, ``size``), graded by the task's scorer.
+- ``rg:TASK``: a reasoning-gym task generated offline (``seed``, ``size``), graded by the task's scorer;
+- ``meeting``: generated meeting-scheduling puzzles (``seed``, ``size``; default 20, or ``limit``),
+  checked by code (:mod:`ttscale.evaluators.meeting`).
 
 Data stays raw: no instructions are added to the questions (strategies add the system prompt).
 """
@@ -34,7 +36,7 @@ QUESTION_FIELDS = ("question", "problem", "prompt", "input", "query")
 ANSWER_FIELDS = ("answer", "gold_answer", "final_answer", "solution", "target", "expected_answer")
 ID_FIELDS = ("id", "problem_id", "unique_id", "problem_num", "idx")
 FILE_FORMATS = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
-GRADERS = ("math", "reasoning_gym")
+GRADERS = ("math", "reasoning_gym", "meeting")
 
 DEFAULT_NAME = "gsm_symbolic_40"
 DEFAULT_FILE = "gsm_symbolic_40.jsonl"
@@ -66,6 +68,10 @@ def make_grader(dataset: Dataset | str, **params: Any) -> Grader:
         from ttscale.datasets.reasoning_gym import ReasoningGymGrader
 
         return ReasoningGymGrader(**params)
+    if spec == "meeting":
+        from ttscale.evaluators.meeting import MeetingGrader
+
+        return MeetingGrader(**params)
     raise ConfigError(f"unknown grader {spec!r} (known: {', '.join(GRADERS)})")
 
 
@@ -426,6 +432,11 @@ def load_dataset(
         n = DEFAULT_SIZE if size is None else size
         problems = load_rg(task, seed=seed, size=n)
         ds = Dataset(name=f"rg:{task}-s{seed}-n{n}", problems=tuple(problems), grader="reasoning_gym")
+    elif low == "meeting" and not Path(s).exists():
+        from ttscale.evaluators.meeting import load_meeting
+
+        problems = load_meeting(seed=seed, size=size if size is not None else (limit or None))
+        ds = Dataset(name=f"meeting-s{seed}", problems=tuple(problems), grader="meeting")
     elif low.startswith("hf:"):
         name, config, hf_split = parse_hf_spec(s[3:])
         ds = _load_hf(

@@ -224,10 +224,6 @@ class StepTree:
         fn = getattr(v, "score_last_steps", None)
         if callable(fn):
             return [float(s) for s in await fn(ctx.problem, nodes, ctx)]
-        from ttscale.verifiers.llm_judge import LLMJudge
-
-        if isinstance(v, LLMJudge):
-            return list(await asyncio.gather(*(_judge_last_step(v, ctx, c) for c in nodes)))
         steps = await v.score_steps(ctx.problem, nodes, ctx)
         return [list(map(float, s)) for s in steps]
 
@@ -276,12 +272,6 @@ class StepTree:
                 **({"role": c.extra["role"]} if "role" in c.extra else {}),
             })
         return rows
-
-
-async def _judge_last_step(judge: Any, ctx: Context, c: Candidate) -> float:
-    """LLMJudge's step question about the last step only (its prompt, its ``_ask``)."""
-    text = "\n\n".join(f"Step {i + 1}: {s}" for i, s in enumerate(c.steps))
-    return float(await judge._ask(judge.step_prompt.format(problem=ctx.problem.question, steps=text), ctx))
 
 
 async def weighted_select(ctx: Context, cands: Sequence[Candidate]) -> tuple[str | None, Candidate | None,

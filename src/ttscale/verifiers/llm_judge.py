@@ -160,6 +160,19 @@ class LLMJudge(Verifier):
             i += n
         return out
 
+    async def score_last_steps(
+        self, problem: Problem, candidates: Sequence[Candidate], ctx: Context
+    ) -> list[float]:
+        """P(yes) that the LAST step of each (partial) solution is correct, all steps shown: one
+        judge query per candidate (step-wise search scores each new step once)."""
+        q = problem.question
+        jobs = []
+        for c in candidates:
+            steps = c.steps or ((c.text,) if c.text.strip() else ())
+            text = "\n\n".join(f"Step {i + 1}: {s}" for i, s in enumerate(steps))
+            jobs.append(self._ask(self.step_prompt.format(problem=q, steps=text), ctx))
+        return list(await asyncio.gather(*jobs))
+
     async def aclose(self) -> None:
         """Close the judge's own engine (not the policy engine it may share)."""
         if self.engine is not None and self._owns_engine:

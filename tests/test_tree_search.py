@@ -3,11 +3,13 @@ kept at each round, pruning, termination, parent ids, step scores and the budget
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 import pytest
 
 from ttscale.core.budget import Budget
+from ttscale.core.errors import ConfigError
 from ttscale.core.protocols import Verifier
 from ttscale.core.types import Completion, GenerationRequest
 from ttscale.engines.scripted import ScriptedEngine, ScriptedReply
@@ -273,6 +275,35 @@ async def test_ab_mcts_tree_budget_and_model_arms():
     assert out2.extra["choices"] == out.extra["choices"]
 
 
+async def test_ab_mcts_engines_as_model_arms():
+    # the policy proposes weak steps, the "big" engine strong ones: the model arm learns to use big
+    policy = ScriptedEngine(lambda req, k: "weak step", model="small")
+    big = ScriptedEngine(lambda req, k: "strong step", model="big")
+    v = StepTable({"weak": 0.05, "strong": 0.95})
+    entry = load_strategies().get("ab_mcts")
+    ctx = make_ctx(policy, MathAnswers(), verifiers={"steps": v}, seed=2)
+    ctx.engines["big"] = big
+    params = entry.make_params({"verifier": "steps", "n": 24, "engines": "policy,big", "max_steps": 100})
+    out = await entry.target(ctx.problem, ctx, params)
+    assert out.extra["models"] == ["policy@0.8", "big@0.8"]
+    uses = out.extra["model_uses"]
+    assert sum(uses) == 24 and uses[1] > uses[0] >= 1
+    assert len(policy.calls) == uses[0] and len(big.calls) == uses[1]
+    assert ctx.meter.snapshot().generations == 24  # both engines charged to the problem
+    rows = {r["id"]: r for r in out.extra["tree"]}
+    strong = [r for r in rows.values() if r["step"].startswith("strong")]
+    assert strong and all(ctx_node.extra.get("engine") == "big" for ctx_node in out.candidates
+                          if ctx_node.text.endswith("strong step"))
+    # continuing another engine's path goes by text (no token ids across tokenizers)
+    assert all(r.prefix_token_ids is None for r in big.calls + policy.calls)
+    # an unknown engine name fails before generating
+    bad = entry.make_params({"verifier": "steps", "engines": "policy,nope"})
+    ctx2 = make_ctx(ScriptedEngine(lambda req, k: "x"), MathAnswers(), verifiers={"steps": v})
+    with pytest.raises(ConfigError, match="unknown engine 'nope'"):
+        await entry.target(ctx2.problem, ctx2, bad)
+    assert not ctx2.engine.calls
+
+
 async def test_ab_mcts_stops_at_budget_and_finished_paths():
     table = {"": ["alpha \\boxed{4}", "beta"], "beta" + D: ["bfin \\boxed{5}"]}
     out, ctx, _, _ = await run("ab_mcts", {"n": 50, "posterior": "nig"}, tree_script(table),
@@ -369,3 +400,26 @@ async def test_step_tree_prefix_and_root():
     kids = await t.expand(None, 2)
     assert [k.text for k in kids] == ["a b", "c"] and eng.calls[0].stop == ("\nStep:",)
     assert t.prefix(kids[0]) == ("a b\nStep:", None) and ctx.step_delimiter == "\nStep:"
+
+
+def test_cli_extra_engine_reaches_ab_mcts(tmp_path):
+    from typer.testing import CliRunner
+
+    from ttscale.cli import app
+    from ttscale.lab.runner import read_results
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "q1", "question": "2+2?", "answer": "4"}) + "\n")
+    (tmp_path / "small.json").write_text(json.dumps({"q1": ["small step"]}))
+    (tmp_path / "big.json").write_text(json.dumps({"q1": ["big step \\boxed{4}"]}))
+    out = tmp_path / "r.jsonl"
+    args = ["run", "--engine", "scripted", "--model", str(tmp_path / "small.json"), "--dataset", str(data),
+            "--extra-engine", f"big=scripted:{tmp_path / 'big.json'}", "--strategy", "ab_mcts",
+            "-p", "engines=policy,big", "-p", "n=6", "-p", "verifier=llm_judge", "--out", str(out), "--no-progress"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    (rec,), _ = read_results(out)
+    assert rec["extra"]["models"] == ["policy@0.8", "big@0.8"] and sum(rec["extra"]["model_uses"]) == 6
+    assert rec["cost"]["generations"] == 6
+    bad = CliRunner().invoke(app, [*args[:7], "--extra-engine", "policy=scripted:x", *args[9:]])
+    assert bad.exit_code != 0 and "the name 'policy' is taken" in str(bad.exception or bad.output)

@@ -43,6 +43,8 @@ def run(
     engine: Annotated[str, typer.Option(help="engine: embedded, openai, replay, scripted")] = "embedded",
     model: Annotated[str | None, typer.Option(help="model: a name, a GGUF path, an upstream model or a file")] = None,
     engine_param: Annotated[list[str] | None, typer.Option("--engine-param", help="engine option key=value")] = None,
+    extra_engine: Annotated[list[str] | None, typer.Option(
+        "--extra-engine", help="another engine strategies can name, NAME=ENGINE[:MODEL] (e.g. AB-MCTS arms)")] = None,
     dataset: Annotated[str, typer.Option(help="file, preset (gsm8k, math500, aime24), hf:NAME, rg:TASK")] = "default",
     question_field: Annotated[str | None, typer.Option(help="field holding the question")] = None,
     answer_field: Annotated[str | None, typer.Option(help="field holding the reference answer")] = None,
@@ -84,7 +86,9 @@ def run(
 
     entry = load_strategies().get(strategy)
     checked = entry.make_params(params)  # validate before loading a model
+    extras = _extra_engines(extra_engine)
     eng = make_engine(engine, model, eparams)
+    engines = {name: make_engine(kind, m, {}) for name, (kind, m) in extras.items()}
     if out is None:
         key = json.dumps([json.loads(json.dumps(checked, default=lambda o: o.__dict__)), budget.to_dict()],
                          sort_keys=True)
@@ -100,7 +104,7 @@ def run(
         budget=budget, seed=seed,
         system_prompt=DEFAULT_SYSTEM_PROMPT if system_prompt is None else (system_prompt or None),
         concurrency=concurrency, verifiers=verifiers, make_verifier=lambda n: make_verifier(n, eng),
-        progress=progress,
+        progress=progress, engines=engines,
     )
     console.print(f"[bold]ttscale run[/]: {strategy} on {ds.name} ({len(ds.problems)} problems) "
                   f"with {eng.name}:{eng.model} -> {out}")
@@ -110,6 +114,8 @@ def run(
             return await runner.run(ds.problems, out)
         finally:
             await eng.aclose()
+            for e in engines.values():
+                await e.aclose()
 
     summary = asyncio.run(go())
     acc = f"{summary.accuracy:.1%}" if summary.accuracy is not None else "n/a"
@@ -123,6 +129,21 @@ def run(
     if summary.interrupted:
         err_console.print("interrupted: finished problems are saved; rerun the same command to resume")
         raise typer.Exit(130)
+
+
+def _extra_engines(specs: list[str] | None) -> dict[str, tuple[str, str | None]]:
+    """``NAME=ENGINE[:MODEL]`` options -> {name: (engine, model)}."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for spec in specs or []:
+        name, sep, rest = spec.partition("=")
+        name = name.strip()
+        if not sep or not name or not rest.strip():
+            raise TtscaleError(f"--extra-engine {spec!r}: expected NAME=ENGINE[:MODEL], e.g. big=embedded:qwen2.5-coder-1.5b")
+        if name == "policy" or name in out:
+            raise TtscaleError(f"--extra-engine {spec!r}: the name {name!r} is taken")
+        kind, _, m = rest.strip().partition(":")
+        out[name] = (kind, m or None)
+    return out
 
 
 @app.command()

@@ -39,12 +39,25 @@ class Context:
     system_prompt: str | None = None
     step_delimiter: str = "\n\n"
     trace: list[dict[str, Any]] = field(default_factory=list)
+    engines: dict[str, Engine] = field(default_factory=dict)
+    """Other engines by name (e.g. models as AB-MCTS arms); ``policy`` is always ``engine``."""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"{self.seed}:{self.problem.id}")
         self._next_id = 0
 
     # --- engines ------------------------------------------------------------------------------
+    def engine_named(self, name: str | None) -> Engine:
+        """The engine called ``name`` (``None``/``"policy"``: the policy engine)."""
+        if name in (None, "", "policy"):
+            return self.engine
+        if name not in self.engines:
+            raise ConfigError(
+                f"unknown engine {name!r}; configured: policy{''.join(', ' + k for k in self.engines)} "
+                "(add one with --extra-engine NAME=ENGINE:MODEL)"
+            )
+        return self.engines[name]
+
     def messages(self) -> tuple[dict[str, str], ...]:
         return tuple(self.problem.chat(self.system_prompt))
 

@@ -102,6 +102,7 @@ class Runner:
         make_verifier: Callable[[str], Verifier] | None = None,
         progress: bool = True,
         on_result: Callable[[Result], None] | None = None,
+        engines: Mapping[str, Engine] | None = None,
     ) -> None:
         entry = load_strategies().get(strategy)
         self.entry = entry
@@ -117,6 +118,7 @@ class Runner:
         self.make_verifier = make_verifier
         self.progress = progress
         self.on_result = on_result
+        self.engines: dict[str, Engine] = dict(engines or {})
 
     @property
     def params_dict(self) -> dict[str, Any]:
@@ -128,6 +130,7 @@ class Runner:
         ctx = Context(
             problem=problem, engine=self.engine, answers=self.answers, meter=meter, seed=self.seed,
             verifiers=self.verifiers, make_verifier=self.make_verifier, system_prompt=self.system_prompt,
+            engines=self.engines,
         )
         outcome: Outcome = await self.entry.target(problem, ctx, self.params)
         meter.stop_clock()

@@ -17,11 +17,13 @@ AB-MCTS-A keeps the new-child scores with the GEN node); a child arm's are every
 through that child. Finished children are not arms (they cannot grow).
 
 Several models as extra arms (AB-MCTS-M's model choice): when GEN is chosen, the model is one more
-Thompson arm over a global posterior of the scores of the nodes each model produced. Here a "model"
-is a sampling temperature of the policy engine (``temperatures``; one entry = one model), since the
-context holds one policy engine and prefix token ids are tokenizer-specific; several engines as
-arms need the runner to hand strategies named engines (not done; see the report). ``n`` is the
-number of generations (iterations); the search is sequential within a problem.
+Thompson arm over a global posterior of the scores of the nodes each model produced. A "model" is
+an (engine, temperature) pair: ``engines`` names engines of the context (``policy`` = the run's
+engine; others come from ``ttscale run --extra-engine NAME=ENGINE:MODEL``) and ``temperatures`` the
+sampling temperatures, every combination one arm. Any model may extend any node: a path continues
+from token ids while one engine produced all of it, else from its text (tokenizers differ). Tokens
+of every engine are charged to the problem; FLOPs use the policy engine's parameter count. ``n`` is
+the number of generations (iterations); the search is sequential within a problem.
 """
 
 from __future__ import annotations
@@ -47,12 +49,18 @@ NIG_PRIOR = (0.0, 1.0, 1.0, 0.1)
 class ABMCTSParams(TreeParams):
     n: int = param(16, "generations (iterations) of the search")
     posterior: Literal["beta", "nig"] = param("beta", "arm posterior: beta (Jeffreys) or nig (Normal-Inverse-Gamma)")
-    temperatures: list[float] = param([0.8], "one model arm per sampling temperature (Thompson-sampled at GEN)")
+    temperatures: list[float] = param([0.8], "sampling temperatures; each (engine, temperature) is one model arm")
+    engines: list[str] = param(["policy"], "engines as model arms: policy and names given with --extra-engine")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.temperatures:
             raise ValueError("temperatures needs at least one entry")
+        if not self.engines:
+            raise ValueError("engines needs at least one entry (policy = the run's engine)")
+
+    def arms(self) -> list[tuple[str, float]]:
+        return [(e, t) for e in self.engines for t in self.temperatures]
 
 
 def thompson(scores: Sequence[float], posterior: str, rng: random.Random) -> float:
@@ -78,8 +86,11 @@ async def ab_mcts(problem: Problem, ctx: Context, p: ABMCTSParams) -> Outcome:
     children: dict[int, list[int]] = {ROOT: []}
     gen_obs: dict[int, list[float]] = {ROOT: []}
     sub_obs: dict[int, list[float]] = {}
-    model_obs: list[list[float]] = [[] for _ in p.temperatures]
-    model_uses = [0] * len(p.temperatures)
+    models = p.arms()
+    for name in p.engines:
+        ctx.engine_named(name)  # unknown engine names fail before any generation
+    model_obs: list[list[float]] = [[] for _ in models]
+    model_uses = [0] * len(models)
     choices: list[dict[str, Any]] = []
     for it in range(p.n):
         if tree.exhausted:
@@ -95,9 +106,10 @@ async def ab_mcts(problem: Problem, ctx: Context, p: ABMCTSParams) -> Outcome:
                 break
             node = pick
             path.append(node)
-        arm = max(range(len(p.temperatures)),
-                  key=lambda i: (thompson(model_obs[i], p.posterior, rng), -i)) if len(p.temperatures) > 1 else 0
-        kids = await tree.expand(tree.nodes[node] if node != ROOT else None, 1, temperature=p.temperatures[arm])
+        arm = max(range(len(models)),
+                  key=lambda i: (thompson(model_obs[i], p.posterior, rng), -i)) if len(models) > 1 else 0
+        eng, temp = models[arm]
+        kids = await tree.expand(tree.nodes[node] if node != ROOT else None, 1, temperature=temp, engine=eng)
         if not kids:
             break
         kid = (await tree.score(kids))[0]
@@ -116,6 +128,7 @@ async def ab_mcts(problem: Problem, ctx: Context, p: ABMCTSParams) -> Outcome:
     nodes = [tree.nodes[i] for i in sub_obs]
     finals = [c for c in nodes if ended(c)] or by_score(nodes)[:1]
     answer, chosen, weights = await weighted_select(ctx, finals)
-    extra = {"choices": choices, "model_uses": model_uses, "weights": weights, "tree": tree.tree(),
+    extra = {"choices": choices, "models": [f"{e}@{t:g}" for e, t in models], "model_uses": model_uses,
+             "weights": weights, "tree": tree.tree(),
              "stopped_by_budget": tree.exhausted}
     return Outcome(answer, chosen, finals, extra)

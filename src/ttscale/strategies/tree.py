@@ -110,7 +110,8 @@ class StepTree:
         self.logprobs = logprobs
         self.nodes: dict[int, Candidate] = {}
         self._prefix_ids: dict[int, tuple[int, ...] | None] = {}
-        self._detok: dict[tuple[int, ...], str] = {}
+        self._prefix_engine: dict[int, str] = {}  # which engine's tokenizer the ids belong to
+        self._detok: dict[tuple[str, tuple[int, ...]], str] = {}
         self.exhausted = False
         eng = ctx.engine
         self._use_ids = bool(getattr(eng, "supports_token_ids", False)) and hasattr(eng, "detokenize")
@@ -123,12 +124,18 @@ class StepTree:
         return node.text + self.delim, self._prefix_ids.get(node.id)
 
     async def expand(self, node: Candidate | None, k: int, *, temperature: float | None = None,
-                     role: str = "step") -> list[Candidate]:
+                     role: str = "step", engine: str | None = None) -> list[Candidate]:
         """``k`` sampled next steps of ``node`` (``None`` = the root) in one request; fewer when the
-        budget clips it; none (and ``exhausted`` set) when the budget is spent."""
+        budget clips it; none (and ``exhausted`` set) when the budget is spent. ``engine`` names
+        one of the context's engines (default: the policy); a path continues from token ids only
+        while one engine (one tokenizer) produced all of it, else from its text."""
         if k < 1 or (node is not None and ended(node)):
             return []
+        name = engine or "policy"
+        eng = self.ctx.engine_named(engine)
         text, ids = self.prefix(node)
+        if ids and node is not None and self._prefix_engine.get(node.id, "policy") != name:
+            ids = None
         used = int(node.extra.get("path_tokens", 0)) if node is not None else 0
         room = self.p.max_tokens - used
         if room < 1:
@@ -139,11 +146,11 @@ class StepTree:
             max_tokens=min(self.p.max_step_tokens, room), stop=(self.delim,), logprobs=self.logprobs,
         )
         try:
-            out = await self.ctx.generate(req)
+            out = await self.ctx.generate(req, engine=eng)
         except BudgetExhausted:
             self.exhausted = True
             return []
-        return [await self._child(node, text, ids, c, req.max_tokens, role) for c in out]
+        return [await self._child(node, text, ids, c, req.max_tokens, role, name) for c in out]
 
     async def expand_all(self, jobs: Sequence[tuple[Candidate | None, int]], *,
                          temperature: float | None = None, role: str = "step") -> list[Candidate]:
@@ -164,23 +171,26 @@ class StepTree:
             cur = nxt[0]
         return cur
 
-    async def _hit_delimiter(self, c: Completion) -> bool | None:
+    async def _hit_delimiter(self, c: Completion, name: str = "policy") -> bool | None:
         """True when the stop string ended this completion, False at EOS, None when unknown."""
-        if not self._use_ids or not c.token_ids:
+        eng = self.ctx.engine_named(name)
+        if not c.token_ids or not (self._use_ids if name == "policy" else
+                                   getattr(eng, "supports_token_ids", False) and hasattr(eng, "detokenize")):
             return None
         tail = tuple(c.token_ids[-4:])
-        s = self._detok.get(tail)
+        s = self._detok.get((name, tail))
         if s is None:
             try:
-                s = await asyncio.to_thread(self.ctx.engine.detokenize, tail)  # type: ignore[attr-defined]
+                s = await asyncio.to_thread(eng.detokenize, tail)  # type: ignore[attr-defined]
             except Exception:  # an engine that cannot decode: fall back to the text rules
-                self._use_ids = False
+                if name == "policy":
+                    self._use_ids = False
                 return None
-            self._detok[tail] = s
+            self._detok[(name, tail)] = s
         return self.delim in s
 
     async def _child(self, parent: Candidate | None, prefix: str, ids: tuple[int, ...] | None,
-                     c: Completion, cap: int, role: str) -> Candidate:
+                     c: Completion, cap: int, role: str, engine: str = "policy") -> Candidate:
         depth = (int(parent.extra.get("depth", 0)) if parent is not None else 0) + 1
         path_tokens = (int(parent.extra.get("path_tokens", 0)) if parent is not None else 0) + c.completion_tokens
         cand = self.ctx.to_candidate(c, prefix=prefix, parent=parent.id if parent is not None else None)
@@ -195,7 +205,7 @@ class StepTree:
         elif not c.text.strip():
             end = "eos"
         else:
-            hit = await self._hit_delimiter(c)
+            hit = await self._hit_delimiter(c, engine)
             if hit is False:
                 end = "eos"
         if end is None and path_tokens >= self.p.max_tokens:
@@ -205,6 +215,8 @@ class StepTree:
         extra: dict[str, Any] = {"depth": depth, "step_tokens": c.completion_tokens, "path_tokens": path_tokens}
         if role != "step":
             extra["role"] = role
+        if engine != "policy":
+            extra["engine"] = engine
         if end is not None:
             extra["end"] = end
         cand = cand.with_(
@@ -213,6 +225,7 @@ class StepTree:
         )
         if end is None and hit and c.token_ids is not None and (parent is None or ids):
             self._prefix_ids[cand.id] = (ids or ()) + tuple(c.token_ids)
+            self._prefix_engine[cand.id] = engine
         self.nodes[cand.id] = cand
         return cand
 

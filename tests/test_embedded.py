@@ -264,3 +264,24 @@ def test_slot_affinity_prefers_longest_shared_prefix_then_least_recent() -> None
     # siblings booked on the least useful idle slots after the best one
     assert e._take_slots((1, 2), 2) == [0, 3]
     assert e._take_slots((1,), 1) == []  # nothing idle: llama.cpp queues it
+
+
+def test_priority_pool_runs_earlier_problems_first_and_cancels_queued_jobs() -> None:
+    import threading
+
+    from ttscale.engines.embedded import _PriorityPool
+
+    pool = _PriorityPool(1, "t")
+    gate = threading.Event()
+    order: list[int] = []
+    first = pool.submit(0, gate.wait)  # occupies the only worker
+    futs = [pool.submit(p, order.append, p) for p in (5, 1, 3, 1)]
+    dropped = pool.submit(9, order.append, 9)
+    assert dropped.cancel()  # still queued: cancelled, never runs
+    gate.set()
+    for f in futs:
+        f.result(timeout=5)
+    assert first.result(timeout=5) is True
+    assert order == [1, 1, 3, 5]  # lowest priority first, ties in submission order
+    pool.shutdown()
+    assert all(not t.is_alive() for t in pool._threads)

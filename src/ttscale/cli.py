@@ -172,7 +172,7 @@ def report(
                 "prompt tok", "verifier tok", "gens", "s"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        params = " ".join(f"{k}={v}" for k, v in r["params"].items())
+        params = " ".join(f"{k}={_short(v)}" for k, v in r["params"].items())
         t.add_row(
             r["strategy"], params, _slug(r["model"]), str(r["problems"]),
             pct(r["accuracy"]), pct(r["sample_accuracy"]), f"{r['mean_generated_tokens']:.0f}",
@@ -180,6 +180,12 @@ def report(
             f"{r['mean_generations']:.1f}", f"{r['mean_wall_time_s']:.1f}",
         )
     console.print(t)
+
+
+def _short(v: Any, width: int = 24) -> str:
+    """A parameter value for a table cell (prompts and other long strings cut, newlines shown)."""
+    s = str(v).replace("\n", "\\n")
+    return s if len(s) <= width else s[: width - 1] + "…"
 
 
 def pct(v: float | None) -> str:

@@ -19,7 +19,8 @@ batch. Design:
 - Prompts are always sent as token ids: the chat template is rendered (``/apply-template``) and
   tokenised (``/tokenize``) once per distinct message list, and a continuation appends the prefix's
   token ids, so text the model produced is never re-tokenised.
-- Blocking calls run on a thread pool of ``n_parallel`` threads; each stream's callback checks a
+- Blocking calls run on ``n_parallel`` worker threads fed by a priority queue (problems in the
+  order they first came; see ``_PriorityPool``); each stream's callback checks a
   ``threading.Event`` that is set when the awaiting task is cancelled, and a request's ``monitor``,
   so both stop the backend generation at the next token. Monitors run on that worker thread (keep
   them quick and thread-safe); an exception in a monitor stops the sample and is raised by
@@ -31,12 +32,15 @@ batch. Design:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
+import itertools
+import math
 import os
+import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,53 @@ from ttscale.engines.model_files import DEFAULT_MODEL, params_count, resolve_mod
 
 SLOT_CTX = 4096
 """Default context per slot; llama.cpp divides ``n_ctx`` evenly among the ``n_parallel`` slots."""
+
+
+class _PriorityPool:
+    """``n`` worker threads that run the queued job of lowest priority first (ties: submission
+    order). The engine's priority is the order in which problems first reached it, so a problem's
+    later requests (its verifier calls, its next tree step) go before the first requests of
+    problems that started after it: problems finish one after another, as they would alone,
+    instead of all at the end of a wave, and results reach disk as the run goes."""
+
+    def __init__(self, n: int, name: str) -> None:
+        self._q: queue.PriorityQueue[tuple[float, int, Any]] = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(n)]
+        for t in self._threads:
+            t.start()
+
+    def _work(self) -> None:
+        while True:
+            _, _, job = self._q.get()
+            if job is None:
+                return
+            fut, fn, args = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as e:  # handed to the awaiting task
+                fut.set_exception(e)
+
+    def submit(self, priority: float, fn: Any, *args: Any) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._q.put((priority, next(self._seq), (fut, fn, args)))
+        return fut
+
+    def shutdown(self) -> None:
+        """Cancel what is queued, let running jobs end, stop the threads."""
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if item[2] is not None:
+                item[2][0].cancel()
+        for _ in self._threads:
+            self._q.put((math.inf, next(self._seq), None))
+        for t in self._threads:
+            t.join()
 
 
 @dataclass
@@ -125,7 +176,9 @@ class EmbeddedEngine:
             raise EngineError(f"llama.cpp could not load {self.model_path}: {e}") from e
         self.base_url: str = self._server.listening_address
         self._http = httpx.Client(base_url=self.base_url, timeout=120.0, trust_env=False)
-        self._pool = ThreadPoolExecutor(self.n_parallel, thread_name_prefix="ttscale-embedded")
+        self._pool = _PriorityPool(self.n_parallel, "ttscale-embedded")
+        self._ranks: OrderedDict[str, int] = OrderedDict()
+        self._next_rank = itertools.count()
         self._lock = threading.Lock()
         self._prompts: OrderedDict[Any, tuple[int, ...]] = OrderedDict()
         self._live: set[threading.Event] = set()
@@ -322,9 +375,8 @@ class EmbeddedEngine:
         cancel = threading.Event()
         streams = [_Stream(cancel=cancel) for _ in range(n)]
         self._live.add(cancel)
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._pool, self._run, body, streams, req)
+            await asyncio.wrap_future(self._pool.submit(self._priority(req), self._run, body, streams, req))
         except asyncio.CancelledError:
             cancel.set()
             raise
@@ -360,6 +412,18 @@ class EmbeddedEngine:
             cached_prompt_tokens=len(prompt) if shared else cached,
         )
 
+    def _priority(self, req: GenerationRequest) -> int:
+        """Queue priority: the order in which the request's problem first came (see _PriorityPool)."""
+        if req.problem_id is None:
+            return next(self._next_rank)
+        with self._lock:
+            rank = self._ranks.get(req.problem_id)
+            if rank is None:
+                rank = self._ranks[req.problem_id] = next(self._next_rank)
+                while len(self._ranks) > 100_000:
+                    self._ranks.popitem(last=False)
+            return rank
+
     def _shares_prompt(self, req: GenerationRequest) -> bool:
         """Siblings continuing one prefix (tree search) go as one native-``n`` request."""
         return (self.share_prefix and 1 < req.n <= self.n_parallel and req.monitor is None
@@ -380,7 +444,7 @@ class EmbeddedEngine:
         self._closed = True
         for ev in list(self._live):
             ev.set()
-        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+        await asyncio.to_thread(self._pool.shutdown)
         self._http.close()
         del self._server
         gc.collect()

@@ -105,7 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
-    ap.add_argument("--n-parallel", type=int, default=16, help="llama.cpp slots (>= live beams, so parents keep their slot)")
+    ap.add_argument("--n-parallel", type=int, default=8, help="llama.cpp slots")
     ap.add_argument("--share-prefix", type=int, default=0, help="1: siblings as one native-n request (engine share_prefix)")
     return ap.parse_args(argv)
 

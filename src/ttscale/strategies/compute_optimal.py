@@ -36,6 +36,7 @@ class ComputeOptimalParams:
     verifier: str = param("llm_judge", "verifier that scores the probe samples")
     temperature: float = param(0.7, "probe sampling temperature")
     max_tokens: int = param(1024, "max generated tokens per probe sample")
+    logprobs: int = param(0, "top-k logprobs of the probe samples (the confidence verifier needs them)")
 
     def __post_init__(self) -> None:
         if self.probe_n < 1:
@@ -76,7 +77,8 @@ async def compute_optimal(problem: Problem, ctx: Context, p: ComputeOptimalParam
     binning = Binning.from_dict(pol["predicted_binning"], f"policy file {p.policy}: field predicted_binning")
     probes: list[Candidate] = []
     try:
-        probes = await ctx.sample(p.probe_n, temperature=p.temperature, max_tokens=p.max_tokens)
+        probes = await ctx.sample(p.probe_n, temperature=p.temperature, max_tokens=p.max_tokens,
+                                   logprobs=p.logprobs or None)
     except BudgetExhausted:
         probes = []
     probes = await ctx.score(probes, p.verifier) if probes else []

@@ -384,7 +384,8 @@ def test_committed_recipe_is_valid():
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "embedded-gsm.yaml")
     (cfg,) = recipe.configs
     assert (cfg.strategy, cfg.params["n"], cfg.params["max_tokens"], cfg.params["verifier"]) == (
-        "best_of_n", 8, 320, "llm_judge")
+        "best_of_n", 8, 384, "confidence")
+    assert cfg.params["logprobs"] == 5 and recipe.verifiers["confidence"]["window"] == 32
     assert cfg.subsample.n == (1, 2, 4, 8) and len(cfg.subsample.select) == 3
-    assert [(e.engine, e.model) for e in recipe.engines] == [("embedded", "qwen2.5-coder-0.5b")]
-    assert [(d.dataset, d.limit) for d in recipe.datasets] == [("default", 40)]
+    assert [(e.engine, e.model) for e in recipe.engines] == [("embedded", None)]
+    assert [(d.dataset, d.limit) for d in recipe.datasets] == [("default", 16)]

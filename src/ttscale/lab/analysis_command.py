@@ -44,7 +44,7 @@ def fit_policy_command(
         t.add_column(f"N<={B}", overflow="fold")
     by = {(e["bin"], e["budget"]): e for e in policy["table"]}
     for i, lab in enumerate(policy["binning"]["labels"]):
-        t.add_row(f"{i}: {lab}", *[str(by[(i, B)]["config"]) for B in policy["budgets"]])
+        t.add_row(f"{i}: {lab}", *[_short_config(by[(i, B)]) for B in policy["budgets"]])
     cv = {c["budget"]: c for c in policy["cv_curve"]}
     t.add_row("CV accuracy", *[f"{cv[B]['accuracy']:.1%}" if B in cv else "-" for B in policy["budgets"]])
     console.print(t)
@@ -52,6 +52,12 @@ def fit_policy_command(
         ratio = "not reached" if m["ratio"] is None else f"{m['match_budget']:.1f} generations ({m['ratio']:.2f}x)"
         console.print(f"best-of-N to match the policy at N={m['budget']}: {ratio}")
     console.print(f"policy: {out}")
+
+
+def _short_config(entry: dict) -> str:
+    """A policy cell: the selection rule and its n (the source run is the same for every cell)."""
+    cfg = str(entry.get("config", ""))
+    return cfg.split(" from ", 1)[0] if " from " in cfg else cfg
 
 
 def plot_command(

@@ -116,8 +116,26 @@ def test_policy_absolute_bins_majority_on_easy_best_of_n_on_hard():
     assert bm[4]["ratio"] == pytest.approx(4 ** 0.6 / 1)  # 0.75 lies 60% of the way from 0.6 to 0.85
     assert bm[4]["match_budget"] == pytest.approx(4 ** 1.6)
     assert bm[16]["match_budget"] is None
-    assert pol["binning"]["edges"] == [0.5, 0.1] and pol["predicted_binning"]["edges"] == [0.5, 0.1]
+    assert pol["binning"]["edges"] == [0.5, 0.1]
+    # predicted edges live on the verifier's scale: the oracle's shares (20/10/10) cut the score ranks;
+    # scores tied at 0.22 straddle the second cut and all go to the easier bin
+    assert pol["predicted_binning"]["method"] == "quantile"
+    assert pol["predicted_binning"]["edges"] == pytest.approx([0.55, 0.22])
+    assert pol["predicted_binning"]["labels"] == pol["binning"]["labels"]
     assert {b: sum(1 for *_, x in pol["problem_bins"] if x == b) for b in range(3)} == {0: 20, 1: 10, 2: 10}
+
+
+def test_matched_bins_on_a_confidence_scale():
+    from ttscale.lab.difficulty import matched_bins
+
+    conf = {"a": 6.0, "b": 5.5, "c": 5.0, "d": 4.5, "e": 4.0}  # DeepConf-like, not in [0, 1]
+    b = matched_bins(conf, [1, 3, 1], ["easy", "medium", "hard"])
+    assert b.edges == (5.75, 4.25)
+    assert [b.bin_of(v) for v in conf.values()] == [0, 1, 1, 1, 2]
+    empty_top = matched_bins(conf, [0, 4, 1], ["easy", "medium", "hard"])
+    assert [empty_top.bin_of(v) for v in conf.values()] == [1, 1, 1, 1, 2]
+    empty_bottom = matched_bins(conf, [2, 3, 0], ["easy", "medium", "hard"])
+    assert [empty_bottom.bin_of(v) for v in conf.values()] == [0, 0, 1, 1, 1]
 
 
 def test_policy_quantile_bins_and_predicted_edges():
@@ -207,7 +225,8 @@ async def test_compute_optimal_hard_problem_dispatches_best_of_n(tmp_path):
     texts = ["hard \\boxed{1}", "hard \\boxed{2}", "bad \\boxed{7}", "good \\boxed{5}", "bad \\boxed{7}",
              "bad \\boxed{7}"]
     out, ctx, eng = await dispatch(tmp_path, texts, budget=5)
-    assert out.extra["difficulty_bin"] == 1 and out.extra["predicted_difficulty"] == pytest.approx(0.2)
+    # 0.2 is below the predicted edge 0.22 between medium and hard (see the absolute-bins test)
+    assert out.extra["difficulty_bin"] == 2 and out.extra["predicted_difficulty"] == pytest.approx(0.2)
     assert out.extra["dispatched"] == {"strategy": "best_of_n", "params": {"n": 4, "verifier": "table"},
                                        "budget": 4}
     assert out.answer == "5" and out.chosen.text == "good \\boxed{5}" and out.chosen.score == 0.95

@@ -22,7 +22,7 @@ Difficulty *values* are "ease" scores in [0, 1], higher = easier:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import fmean
 from typing import Any, Literal
@@ -143,6 +143,30 @@ def absolute_bins(values: Mapping[Key, float]) -> tuple[Binning, dict[Key, int]]
     """Liu et al.'s three bins on absolute thresholds."""
     binning = Binning("absolute", ABSOLUTE_EDGES, ABSOLUTE_LABELS)
     return binning, {k: binning.bin_of(v) for k, v in values.items()}
+
+
+def matched_bins(values: Mapping[Key, float], sizes: Sequence[int], labels: Sequence[str]) -> Binning:
+    """Rank edges on ``values`` (higher = easier) that put ``sizes[b]`` problems in bin ``b``,
+    easiest first: predicted-difficulty edges for a policy whose bins are on oracle pass@1. A
+    verifier's scores are on their own scale (DeepConf confidence is ~5, not a pass rate), so
+    the oracle's thresholds cannot be reused; the same proportions of problems can. Ties at a cut
+    go to the easier bin (the rule of :meth:`Binning.bin_of` for quantile edges)."""
+    order = sorted(values, key=lambda k: (-values[k], k))
+    if not order:
+        raise ConfigError("predicted-difficulty edges need at least one problem with a verifier score")
+    hi, lo = values[order[0]], values[order[-1]]
+    edges = []
+    start = 0
+    for size in list(sizes)[:-1]:
+        start += size
+        if start <= 0:
+            edges.append(hi + 1.0)  # empty easiest bins: nothing is above
+        elif start >= len(order):
+            edges.append(lo - 1.0)  # empty hardest bins: nothing is below
+        else:
+            edges.append((values[order[start - 1]] + values[order[start]]) / 2.0)
+    edges = [max(edges[i:]) for i in range(len(edges))]  # keep them non-increasing
+    return Binning("quantile", tuple(edges), tuple(labels))
 
 
 def make_bins(values: Mapping[Key, float], method: BinMethod, n_bins: int = 5) -> tuple[Binning, dict[Key, int]]:

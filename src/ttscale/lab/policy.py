@@ -42,6 +42,7 @@ from ttscale.lab.difficulty import (
     DifficultyKind,
     difficulty_values,
     make_bins,
+    matched_bins,
     predicted_difficulty,
 )
 from ttscale.lab.flops import budget_to_reach
@@ -291,7 +292,12 @@ def fit_policy(rows: Sequence[Mapping[str, Any]], *, difficulty: DifficultyKind 
     per_bin, overall = _fit_choices(stats, all_bins, binning.n_bins, budgets)
     pred_binning: Binning | None = None
     if pred_values:
-        pred_binning = binning if difficulty == "predicted" else make_bins(pred_values, bins, n_bins)[0]
+        if difficulty == "predicted":
+            pred_binning = binning
+        else:  # same share of problems per bin as the oracle bins, on the verifier's own scale
+            both = {p: v for p, v in pred_values.items() if p in all_bins}
+            sizes = [sum(1 for p in both if all_bins[p] == b) for b in range(binning.n_bins)]
+            pred_binning = matched_bins(both or pred_values, sizes, binning.labels)
 
     members = {b: [p for p in problems if all_bins[p] == b] for b in range(binning.n_bins)}
     table = []

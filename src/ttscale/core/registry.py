@@ -7,6 +7,7 @@ the CLI, recipes and the server list and validate them from the same source.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import types
 import typing
@@ -24,6 +25,18 @@ def param(default: Any, help: str, **kw: Any) -> Any:
     if isinstance(default, list | dict):
         return dataclasses.field(default_factory=lambda: default, metadata={"help": help, **kw})
     return dataclasses.field(default=default, metadata={"help": help, **kw})
+
+
+def check_template(name: str, template: str, keys: Iterable[str]) -> None:
+    """``ValueError`` naming the parameter when a ``str.format`` template uses a placeholder
+    outside ``keys`` or has unbalanced braces (fewer placeholders are fine)."""
+    keys = tuple(keys)
+    try:
+        template.format(**{k: "" for k in keys})
+    except (KeyError, IndexError, ValueError) as e:
+        fields = ", ".join("{" + k + "}" for k in keys)
+        raise ValueError(f"{name} may use only the placeholders {fields}, got {name}={template!r} ({e!r}); "
+                         "double literal braces as {{ }}") from e
 
 
 def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
@@ -139,6 +152,17 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        self._imported: set[str] = set()
+
+    def load_modules(self, package: str, modules: Iterable[str]) -> Registry[T]:
+        """Import ``package.module`` for each module not imported yet (each registers its entries
+        when imported) and return this registry."""
+        for m in modules:
+            name = f"{package}.{m}"
+            if name not in self._imported:
+                importlib.import_module(name)
+                self._imported.add(name)
+        return self
 
     def register(self, name: str, params: type = NoParams, summary: str = "") -> Callable[[T], T]:
         def deco(target: T) -> T:

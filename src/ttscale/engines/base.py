@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -16,16 +15,11 @@ ENGINES: Registry[EngineFactory] = Registry("engine")
 engine = ENGINES.register
 
 _MODULES = ("embedded", "openai", "replay", "scripted", "ensemble")
-_loaded = False
 
 
 def load_engines() -> Registry[EngineFactory]:
-    global _loaded
-    if not _loaded:
-        for m in _MODULES:
-            importlib.import_module(f"ttscale.engines.{m}")
-        _loaded = True
-    return ENGINES
+    """Import the built-in modules (each registers itself) and return the registry."""
+    return ENGINES.load_modules("ttscale.engines", _MODULES)
 
 
 def make_engine(name: str, model: str | None = None, params: dict[str, Any] | None = None) -> Engine:

@@ -57,6 +57,15 @@ SLOT_CTX = 4096
 """Default context per slot; llama.cpp divides ``n_ctx`` evenly among the ``n_parallel`` slots."""
 
 
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token sequences."""
+    m = min(len(a), len(b))
+    k = 0
+    while k < m and a[k] == b[k]:
+        k += 1
+    return k
+
+
 class _PriorityPool:
     """``n`` worker threads that run the queued job of lowest priority first (ties: submission
     order). The engine's priority is the order in which problems first reached it, so a problem's
@@ -350,16 +359,9 @@ class EmbeddedEngine:
         if len(idle) < n:
             return []
 
-        def lcp(i: int) -> int:
-            a = self._slot_ids[i]
-            m = min(len(a), len(prompt))
-            k = 0
-            while k < m and a[k] == prompt[k]:
-                k += 1
-            return k
-
-        ranked = sorted(idle, key=lambda i: (-lcp(i), self._slot_clock[i]))
-        chosen = ranked[:1] + sorted(ranked[1:], key=lambda i: (lcp(i), self._slot_clock[i]))[: n - 1]
+        shared = {i: _common_prefix(self._slot_ids[i], prompt) for i in idle}
+        ranked = sorted(idle, key=lambda i: (-shared[i], self._slot_clock[i]))
+        chosen = ranked[:1] + sorted(ranked[1:], key=lambda i: (shared[i], self._slot_clock[i]))[: n - 1]
         self._tick += 1
         for i in chosen:
             self._slot_busy[i] = True

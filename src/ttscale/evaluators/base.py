@@ -63,19 +63,11 @@ EVALUATORS: Registry[EvaluatorFactory] = Registry("evaluator")
 evaluator = EVALUATORS.register
 
 _MODULES = ("meeting",)
-_loaded = False
 
 
 def load_evaluators() -> Registry[EvaluatorFactory]:
     """Import the built-in evaluator modules (each registers itself) and return the registry."""
-    global _loaded
-    if not _loaded:
-        import importlib
-
-        for m in _MODULES:
-            importlib.import_module(f"ttscale.evaluators.{m}")
-        _loaded = True
-    return EVALUATORS
+    return EVALUATORS.load_modules("ttscale.evaluators", _MODULES)
 
 
 def make_evaluator(name: str, options: Mapping[str, Any] | None = None) -> Evaluator:

@@ -207,10 +207,11 @@ def derived_config(rule: str, k: int, source_label: str) -> str:
 
 
 def derived_row(rec: Mapping[str, Any], labels: Sequence[int | None], rule: str, k: int, *,
-                sweep: str, dataset: str) -> dict[str, Any]:
+                sweep: str, dataset: str, src: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The row of the k-sample configuration that applies ``rule`` to the first k candidates of
-    ``rec`` (``labels``: answer classes of all its candidates, in sample order)."""
-    src = run_row(rec, sweep=sweep, dataset=dataset)
+    ``rec`` (``labels``: answer classes of all its candidates, in sample order; ``src``: the row of
+    ``rec`` itself when the caller has it already)."""
+    src = src if src is not None else run_row(rec, sweep=sweep, dataset=dataset)
     cands = list(rec.get("candidates") or [])
     total = len(cands)
     m = min(k, total)  # a run clipped by its budget drew fewer: a k-sample run would have been clipped too
@@ -259,9 +260,7 @@ async def table_rows(records: Sequence[Mapping[str, Any]], *, sweep: str, datase
     for rule in subsample.select:
         for k in subsample.n:
             for r, lab, row in zip(records, labels, base, strict=True):
-                d = derived_row(r, lab, rule, k, sweep=sweep, dataset=dataset)
-                d["cand_answers"] = row["cand_answers"][: len(d["cand_correct"])]
-                rows.append(d)
+                rows.append(derived_row(r, lab, rule, k, sweep=sweep, dataset=dataset, src=row))
     return rows
 
 

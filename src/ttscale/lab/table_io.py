@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from statistics import fmean
 from typing import Any
 
 from ttscale.core.errors import ConfigError
@@ -130,31 +129,14 @@ def rows_from_results(records: Iterable[Mapping[str, Any]], dataset: str = "") -
     ``config`` is :func:`config_label`; ``dataset`` is what the caller passes (:func:`load_any`
     uses the part of the file name before ``__``, the dataset slug of ``ttscale run``'s default
     names, else ``"results"``, so that one dataset's runs line up problem by problem)."""
+    from ttscale.lab.sweep import run_row
+
     rows = []
     for r in records:
-        cost = r.get("cost") or {}
-        params = dict(r.get("params") or {})
-        cands = list(r.get("candidates") or [])
-        cc = [c.get("correct") for c in cands]
-        cs = [c.get("score") for c in cands]
-        known_c = [bool(c) for c in cc if c is not None]
-        known_s = [float(s) for s in cs if s is not None]
-        rows.append({
-            "sweep": "", "dataset": dataset, "problem_id": str(r["problem_id"]),
-            "engine": r.get("engine", ""), "model": r.get("model", ""), "strategy": r.get("strategy", ""),
-            "params": json.dumps(params, sort_keys=True), "config": config_label(r.get("strategy", ""), params),
-            "budget_n": _budget_n(r), "seed": int(r.get("seed") or 0), "derived_from": "",
-            "correct": r.get("correct"), "answer": r.get("answer"), "reference": r.get("reference"),
-            "generated_tokens": int(cost.get("generated_tokens") or 0),
-            "prompt_tokens": int(cost.get("prompt_tokens") or 0),
-            "verifier_tokens": int(cost.get("verifier_prompt_tokens") or 0)
-            + int(cost.get("verifier_generated_tokens") or 0),
-            "generations": int(cost.get("generations") or 0), "flops": cost.get("flops"),
-            "wall_time_s": float(cost.get("wall_time_s") or 0.0),
-            "cand_correct": cc, "cand_scores": cs, "cand_answers": [c.get("answer") for c in cands],
-            "sample_accuracy": fmean(known_c) if known_c else None,
-            "mean_score": fmean(known_s) if known_s else None,
-        })
+        row = run_row(r, sweep="", dataset=dataset)
+        row["config"] = config_label(r.get("strategy", ""), dict(r.get("params") or {}))
+        row["budget_n"] = _budget_n(r)
+        rows.append(row)
     return rows
 
 

@@ -49,10 +49,9 @@ from typing import Any
 
 from ttscale.core.context import Context
 from ttscale.core.errors import BudgetExhausted
-from ttscale.core.registry import param
+from ttscale.core.registry import check_template, param
 from ttscale.core.types import Completion, GenerationRequest, Problem
 from ttscale.strategies.base import Outcome, strategy
-from ttscale.strategies.revisions import check_template
 
 WAIT_PROMPT = "\nWait"
 """Default text that replaces a suppressed end of thinking (s1: "Wait"). No placeholders."""

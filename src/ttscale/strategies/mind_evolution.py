@@ -60,11 +60,10 @@ from typing import Any
 
 from ttscale.core.context import Context
 from ttscale.core.errors import BudgetExhausted
-from ttscale.core.registry import param
+from ttscale.core.registry import check_template, param
 from ttscale.core.types import Candidate, Completion, GenerationRequest, Problem
 from ttscale.evaluators.base import Evaluation, Evaluator, load_evaluators, make_evaluator
 from ttscale.strategies.base import Outcome, strategy
-from ttscale.strategies.self_verify import check_template
 
 INIT_PROMPT = (
     "Solve the following problem. Write a complete solution in the format the problem asks for.\n\n"

@@ -32,10 +32,10 @@ from typing import Any
 
 from ttscale.core.context import Context
 from ttscale.core.errors import BudgetExhausted
-from ttscale.core.registry import param
+from ttscale.core.registry import check_template, param
 from ttscale.core.types import Problem
 from ttscale.strategies.base import Outcome, strategy
-from ttscale.strategies.self_verify import VERIFY_PROMPT, check_template, mean_vote, verify_votes
+from ttscale.strategies.self_verify import VERIFY_PROMPT, mean_vote, verify_votes
 
 
 def penalty(alpha: float, n: int, m: int, support: int) -> float:

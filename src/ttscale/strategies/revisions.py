@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 from ttscale.core.context import Context
 from ttscale.core.errors import BudgetExhausted
-from ttscale.core.registry import param
+from ttscale.core.registry import check_template, param
 from ttscale.core.types import Candidate, Completion, GenerationRequest, Problem
 from ttscale.strategies.base import Outcome, strategy
 from ttscale.strategies.tree import by_score, counts_over, weighted_select
@@ -64,16 +64,6 @@ ATTEMPT_PROMPT = "Attempt {index}:\n{text}"
 """Default rendering of one previous attempt: ``{index}`` (1-based within the chain) and ``{text}``."""
 
 Select = Literal["weighted", "best", "majority"]
-
-
-def check_template(name: str, template: str, keys: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming the parameter when ``template`` uses other placeholders than
-    ``keys`` (or has unbalanced braces)."""
-    try:
-        template.format(**{k: "" for k in keys})
-    except (KeyError, IndexError, ValueError) as e:
-        fields = ", ".join("{" + k + "}" for k in keys)
-        raise ValueError(f"{name}={template!r} may use only {fields} (double literal braces): {e!r}") from e
 
 
 def with_user_content(ctx: Context, content: str) -> tuple[dict[str, str], ...]:

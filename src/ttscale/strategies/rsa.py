@@ -37,10 +37,10 @@ from typing import Any
 
 from ttscale.core.context import Context
 from ttscale.core.errors import BudgetExhausted
-from ttscale.core.registry import param
+from ttscale.core.registry import check_template, param
 from ttscale.core.types import Candidate, Completion, GenerationRequest, Problem
 from ttscale.strategies.base import Outcome, strategy
-from ttscale.strategies.revisions import check_template, with_user_content
+from ttscale.strategies.revisions import with_user_content
 from ttscale.strategies.voting import tally
 
 AGGREGATE_PROMPT = (

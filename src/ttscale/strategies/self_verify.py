@@ -32,7 +32,7 @@ from typing import Any
 
 from ttscale.core.context import Context
 from ttscale.core.errors import BudgetExhausted
-from ttscale.core.registry import param
+from ttscale.core.registry import check_template, param
 from ttscale.core.types import Candidate, GenerationRequest, Problem
 from ttscale.strategies.base import Outcome, strategy
 
@@ -111,16 +111,6 @@ def parse_winner(text: str) -> str | None:
         return None
     found = list(_WINNER_RE.finditer(body)) or list(_NAMED_RE.finditer(body))
     return found[-1].group(1).upper() if found else None
-
-
-def check_template(name: str, template: str, keys: Sequence[str]) -> None:
-    """ValueError naming the parameter when ``template`` uses a placeholder outside ``keys``."""
-    try:
-        template.format(**{k: "" for k in keys})
-    except (KeyError, IndexError, ValueError) as e:
-        fields = ", ".join("{" + k + "}" for k in keys)
-        raise ValueError(f"{name} may use only the placeholders {fields} (got {e!r}); "
-                         "double literal braces as {{ }}") from e
 
 
 def user(content: str) -> tuple[dict[str, str], ...]:

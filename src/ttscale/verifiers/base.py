@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -16,16 +15,11 @@ VERIFIERS: Registry[VerifierFactory] = Registry("verifier")
 verifier = VERIFIERS.register
 
 _MODULES = ("answer_check", "llm_judge", "confidence", "prm", "reward_http", "pmi")
-_loaded = False
 
 
 def load_verifiers() -> Registry[VerifierFactory]:
-    global _loaded
-    if not _loaded:
-        for m in _MODULES:
-            importlib.import_module(f"ttscale.verifiers.{m}")
-        _loaded = True
-    return VERIFIERS
+    """Import the built-in modules (each registers itself) and return the registry."""
+    return VERIFIERS.load_modules("ttscale.verifiers", _MODULES)
 
 
 def make_verifier(name: str, engine: Engine, params: dict[str, Any] | None = None) -> Verifier:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from ttscale.core.errors import ConfigError
 from ttscale.core.protocols import Engine, Verifier
-from ttscale.core.registry import param
+from ttscale.core.registry import check_template, param
 from ttscale.core.types import Candidate, Completion, GenerationRequest, Problem, TokenLogprob
 from ttscale.verifiers.base import verifier
 
@@ -100,11 +100,7 @@ class LLMJudgeParams:
         for name, tpl, keys in (("prompt", self.prompt, ("problem", "solution")),
                                 ("step_prompt", self.step_prompt, ("problem", "steps"))):
             if tpl is not None:
-                try:
-                    tpl.format(**{k: "" for k in keys})
-                except (KeyError, IndexError, ValueError) as e:
-                    fields = " and ".join("{" + k + "}" for k in keys)
-                    raise ValueError(f"{name} template may use only {fields}: {e!r}") from e
+                check_template(f"{name} template", tpl, keys)
 
 
 class LLMJudge(Verifier):

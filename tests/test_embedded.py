@@ -248,24 +248,6 @@ async def test_monitor_exception_propagates(embedded_small):
     assert embedded_small.active_streams == 0
 
 
-def test_slot_affinity_prefers_longest_shared_prefix_then_least_recent() -> None:
-    from ttscale.engines.embedded import EmbeddedEngine
-
-    e = EmbeddedEngine.__new__(EmbeddedEngine)  # the slot bookkeeping alone, no model
-    e.n_parallel = 4
-    e._slot_ids = [(1, 2, 3), (1, 2, 3, 4, 5), (9,), ()]
-    e._slot_busy = [False] * 4
-    e._slot_clock = [3, 1, 0, 2]
-    e._tick = 3
-    assert e._take_slots((1, 2, 3, 4, 5, 6), 1) == [1]  # the parent's slot
-    assert e._slot_busy == [False, True, False, False]
-    # no shared prefix anywhere: the least recently used idle slot
-    assert e._take_slots((7, 7), 1) == [2]
-    # siblings booked on the least useful idle slots after the best one
-    assert e._take_slots((1, 2), 2) == [0, 3]
-    assert e._take_slots((1,), 1) == []  # nothing idle: llama.cpp queues it
-
-
 def test_priority_pool_runs_earlier_problems_first_and_cancels_queued_jobs() -> None:
     import threading
 
@@ -285,3 +267,37 @@ def test_priority_pool_runs_earlier_problems_first_and_cancels_queued_jobs() -> 
     assert order == [1, 1, 3, 5]  # lowest priority first, ties in submission order
     pool.shutdown()
     assert all(not t.is_alive() for t in pool._threads)
+
+
+@pytest.mark.model
+async def test_host_kv_store_restores_evicted_continuations_and_fans_out_prompts():
+    import os
+
+    from ttscale.engines.embedded import EmbeddedEngine
+
+    e = EmbeddedEngine("smollm2-135m", n_parallel=1, n_ctx=2048, kv_min_gain=8)
+    try:
+        kv_dir = e.kv_dir
+        assert kv_dir and os.path.isdir(kv_dir)
+        (a,) = await e.generate(GenerationRequest(messages=POEM, max_tokens=60, temperature=0, stop=("\n",)))
+        assert a.finish_reason == "stop" and e._slots.continuable == [True]  # ended at its stop string
+        other = ({"role": "user", "content": "Name three colours."},)
+        await e.generate(GenerationRequest(messages=other, max_tokens=5, temperature=0))
+        assert e._slots.saves == 1  # the only slot was reused: the poem's KV went to the store first
+        (c,) = await e.generate(GenerationRequest(messages=POEM, prefix=a.text + "\n", prefix_token_ids=a.token_ids,
+                                                  max_tokens=5, temperature=0))
+        assert e._slots.restores == 1
+        assert c.cached_prompt_tokens >= c.prompt_tokens - 2  # continued from the snapshot, not recomputed
+        assert c.prompt_tokens > 30
+
+        # fan-out: three samples of a new prompt on one slot: the prompt is computed once
+        long = ({"role": "user", "content": "Summarise: " + " ".join(f"item {i}" for i in range(80))},)
+        before = e.prefills
+        outs = await e.generate(GenerationRequest(messages=long, max_tokens=4, n=3, seed=3))
+        assert e.prefills == before + 1
+        computed = sum(o.prompt_tokens - o.cached_prompt_tokens for o in outs)
+        assert outs[0].prompt_tokens > 150
+        assert computed <= outs[0].prompt_tokens + 3  # not 3x
+    finally:
+        await e.aclose()
+    assert not os.path.exists(kv_dir)

@@ -33,12 +33,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import gc
 import itertools
 import math
 import os
 import queue
+import shutil
+import tempfile
 import threading
+import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,19 +56,47 @@ from ttscale.core.errors import EngineError
 from ttscale.core.registry import param
 from ttscale.core.types import Completion, GenerationRequest, TokenLogprob
 from ttscale.engines.base import engine
+from ttscale.engines.kv_slots import SlotPlan, SlotPlanner, common_prefix
 from ttscale.engines.model_files import DEFAULT_MODEL, params_count, resolve_model
 
 SLOT_CTX = 4096
 """Default context per slot; llama.cpp divides ``n_ctx`` evenly among the ``n_parallel`` slots."""
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common prefix of two token sequences."""
-    m = min(len(a), len(b))
-    k = 0
-    while k < m and a[k] == b[k]:
-        k += 1
-    return k
+def _make_store_dir(where: str | None, need: int) -> str:
+    """A private directory for slot snapshots: ``where``, else /dev/shm (RAM) when it has room
+    for the store, else the temporary directory."""
+    if where is None:
+        shm = "/dev/shm"
+        try:
+            if os.access(shm, os.W_OK) and shutil.disk_usage(shm).free >= need:
+                where = shm
+        except OSError:
+            pass
+    _remove_stale_stores(where or tempfile.gettempdir())
+    try:
+        return tempfile.mkdtemp(prefix=f"ttscale-kv-{os.getpid()}-", dir=where)
+    except OSError as e:
+        raise EngineError(f"embedded engine: cannot create the KV store directory in {where!r}: {e}") from e
+
+
+def _remove_stale_stores(parent: str) -> None:
+    """Delete KV store directories left by engines whose process died without closing them
+    (tmpfs is RAM)."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        parts = name.split("-")
+        if not name.startswith("ttscale-kv-") or len(parts) < 4 or not parts[2].isdigit():
+            continue
+        try:
+            os.kill(int(parts[2]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        except OSError:
+            pass  # alive (another user's) or unknown: leave it
 
 
 class _PriorityPool:
@@ -148,6 +181,9 @@ class EmbeddedEngine:
         poll: int = 0,
         verbose: bool = False,
         share_prefix: bool = False,
+        kv_store_mib: int = 1024,
+        kv_min_gain: int = 32,
+        kv_store_dir: str | None = None,
     ) -> None:
         try:
             import xllamacpp as xlc
@@ -177,6 +213,13 @@ class EmbeddedEngine:
         p.cpuparams_batch.poll = poll
         p.cont_batching = True
         p.cache_prompt = True
+        # the host KV store (slot snapshots); off with share_prefix, where llama.cpp places requests
+        store_bytes = 0 if share_prefix else max(0, int(kv_store_mib)) << 20
+        self.kv_dir: str | None = None
+        if store_bytes:
+            self.kv_dir = _make_store_dir(kv_store_dir, store_bytes)
+            weakref.finalize(self, shutil.rmtree, self.kv_dir, True)
+            p.slot_save_path = self.kv_dir + os.sep
         if not verbose:
             p.verbosity = -1
         try:
@@ -190,12 +233,11 @@ class EmbeddedEngine:
         self._next_rank = itertools.count()
         self._lock = threading.Lock()
         self._prompts: OrderedDict[Any, tuple[int, ...]] = OrderedDict()
+        self._texts: dict[int, str] = {}  # token id -> its text (stop-string checks)
         self._live: set[threading.Event] = set()
-        # slot affinity: what each llama.cpp slot's KV cache holds (as far as we know), who is busy
-        self._slot_ids: list[tuple[int, ...]] = [() for _ in range(self.n_parallel)]
-        self._slot_busy = [False] * self.n_parallel
-        self._slot_clock = [0] * self.n_parallel
-        self._tick = 0
+        # slot affinity and the host KV store: what each slot's KV cache holds, who is busy
+        self._slots = SlotPlanner(self.n_parallel, store_bytes=store_bytes, min_gain=kv_min_gain)
+        self.prefills = 0
         self._closed = False
         # counters (read by tests and benchmarks)
         self.active_streams = 0
@@ -328,10 +370,13 @@ class EmbeddedEngine:
         prompt = tuple(body["prompt"])
         with self._lock:
             self.active_streams += len(streams)
-            slots = [] if self.share_prefix else self._take_slots(prompt, len(streams))
-        if slots:
-            body = {**body, "id_slot": slots[0]}
+            # share_prefix: llama.cpp places native-n siblings itself, so no slot is booked
+            plan = None if self.share_prefix else self._slots.plan(prompt)
+        ok = False
         try:
+            if plan is not None:
+                self._apply(plan)
+                body = {**body, "id_slot": plan.slot}
             if cancel.is_set():
                 for st in streams:
                     st.cancelled = True
@@ -341,32 +386,139 @@ class EmbeddedEngine:
                 err = ret["error"]
                 for st in streams:
                     st.error = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+            ok = not any(st.error for st in streams)
         finally:
+            st = streams[0]
+            keep = plan is not None and ok and self._slots.store_enabled and self._ended_at_stop(st, req.stop)
             with self._lock:
                 self.active_streams -= len(streams)
-                self.generated_tokens += sum(len(st.ids) for st in streams)
-                for slot, st in zip(slots, streams, strict=False):
-                    self._slot_ids[slot] = prompt + tuple(st.ids)
-                    self._slot_busy[slot] = False
+                self.generated_tokens += sum(len(s.ids) for s in streams)
+                if plan is not None:
+                    self._slots.release(plan.slot, prompt + tuple(st.ids) if ok else None, continuable=keep)
 
-    def _take_slots(self, prompt: tuple[int, ...], n: int) -> list[int]:
-        """Slot affinity (call with the lock held): the idle slot whose cache shares the longest
-        prefix with ``prompt`` (ties: least recently used) runs the request, so a continuation lands
-        where its parent was decoded; native-``n`` siblings are booked on the least useful idle
-        slots (llama.cpp places them itself; this is our best guess of where). No idle slot: none
-        booked, llama.cpp queues the request."""
-        idle = [i for i in range(self.n_parallel) if not self._slot_busy[i]]
-        if len(idle) < n:
-            return []
+    def _ended_at_stop(self, st: _Stream, stop: Sequence[str]) -> bool:
+        """Whether a sample ended at one of its stop strings (llama.cpp streams the token holding
+        it but blanks its text): a tree step or a thinking segment, likely to be continued."""
+        if st.finish != "stop" or not stop or st.cancelled or not st.ids:
+            return False
+        try:
+            tail = "".join(self._token_text(i) for i in st.ids[-4:])
+        except EngineError:
+            return False
+        return any(s in tail for s in stop)
 
-        shared = {i: _common_prefix(self._slot_ids[i], prompt) for i in idle}
-        ranked = sorted(idle, key=lambda i: (-shared[i], self._slot_clock[i]))
-        chosen = ranked[:1] + sorted(ranked[1:], key=lambda i: (shared[i], self._slot_clock[i]))[: n - 1]
-        self._tick += 1
-        for i in chosen:
-            self._slot_busy[i] = True
-            self._slot_clock[i] = self._tick
-        return chosen
+    def _token_text(self, token: int) -> str:
+        with self._lock:
+            text = self._texts.get(token)
+        if text is None:
+            text = self.detokenize([token])
+            with self._lock:
+                self._texts[token] = text
+        return text
+
+    # --- the host KV store (slot snapshots; see engines/kv_slots.py) ----------------------------
+    def _apply(self, plan: SlotPlan) -> None:
+        """Save the booked slot's content and/or restore a snapshot into it, as planned."""
+        if plan.save is not None:
+            self._save(plan.slot, plan.save)
+        if plan.restore is not None:
+            self._restore(plan.slot, plan.restore)
+
+    def _slot_action(self, slot: int, action: str, name: str) -> dict[str, Any] | None:
+        try:
+            r = self._http.post(f"/slots/{slot}", params={"action": action}, json={"filename": name})
+        except httpx.HTTPError as e:
+            self._store_failed(f"slot {action} failed: {e}")
+            return None
+        if r.status_code != 200:
+            self._store_failed(f"slot {action} returned {r.status_code}: {r.text[:200]}")
+            return None
+        return r.json()
+
+    def _save(self, slot: int, ids: tuple[int, ...]) -> None:
+        with self._lock:
+            if not self._slots.store_enabled:
+                return
+            name = self._slots.new_name()
+        got = self._slot_action(slot, "save", name)
+        if got is None:
+            return
+        n = int(got.get("n_saved", len(ids)))
+        with self._lock:
+            evicted = self._slots.add(ids[:n], name, int(got.get("n_written", 0)))
+        self._remove(evicted)
+
+    def _restore(self, slot: int, key: tuple[int, ...]) -> None:
+        with self._lock:
+            name = self._slots.name_of(key)
+        got = self._slot_action(slot, "restore", name) if name is not None else None
+        with self._lock:
+            if got is None:
+                self._slots.set_content(slot, (), continuable=False)
+                dropped = self._slots.drop(key)
+            else:
+                self._slots.set_content(slot, key[: int(got.get("n_restored", len(key)))], continuable=True)
+                self._slots.restores += 1
+                dropped = None
+        if dropped:
+            self._remove([dropped])
+
+    def _remove(self, names: Sequence[str]) -> None:
+        for name in names:
+            try:
+                os.remove(os.path.join(self.kv_dir or "", name))
+            except OSError:
+                pass
+
+    def _store_failed(self, why: str) -> None:
+        """A snapshot could not be saved or restored: warn once and go on without the store
+        (requests still run; they recompute what they would have restored)."""
+        with self._lock:
+            was = self._slots.store_enabled
+            self._slots.store_bytes = 0
+        if was:
+            warnings.warn(f"embedded engine: host KV store switched off: {why}", RuntimeWarning, stacklevel=2)
+
+    def _prefill(self, prompt: tuple[int, ...]) -> int:
+        """Fan-out: make ``prompt`` resident in one slot (restored or computed once, with no
+        token generated) and snapshot it, so that its samples restore it instead of each
+        recomputing it. Returns the prompt tokens computed."""
+        with self._lock:
+            plan = self._slots.plan(prompt)
+        if plan is None:
+            return 0
+        computed = 0
+        content: tuple[int, ...] | None = None
+        try:
+            self._apply(plan)
+            with self._lock:
+                have = self._slots.content[plan.slot]
+            if len(prompt) - common_prefix(have, prompt) > 1:
+                usage: dict[str, Any] = {}
+
+                def on_chunk(chunk: Any) -> bool:
+                    if isinstance(chunk, dict) and chunk.get("usage"):
+                        usage.update(chunk["usage"])
+                    return False
+
+                body = {"prompt": list(prompt), "max_tokens": 0, "stream": True, "temperature": 0.0,
+                        "cache_prompt": True, "id_slot": plan.slot}
+                ret = self._server.handle_completions(body, on_chunk)
+                if isinstance(ret, dict) and "error" in ret:
+                    return 0
+                details = usage.get("prompt_tokens_details") or {}
+                computed = int(usage.get("prompt_tokens", len(prompt))) - int(details.get("cached_tokens", 0) or 0)
+                with self._lock:
+                    self.prefills += 1
+            content = prompt
+            with self._lock:
+                stored = self._slots.in_store(prompt)
+            if not stored:
+                self._save(plan.slot, prompt)
+        finally:
+            with self._lock:
+                self._slots.release(plan.slot, content, continuable=True)
+        return max(0, computed)
 
     async def _sample(self, req: GenerationRequest, prompt: tuple[int, ...], i: int, n: int = 1) -> list[Completion]:
         """Samples ``i .. i+n-1`` of ``req`` in one backend request (llama.cpp's native ``n`` when
@@ -437,8 +589,16 @@ class EmbeddedEngine:
         prompt = await asyncio.to_thread(self.prompt_ids, req)
         if self._shares_prompt(req):
             return await self._sample(req, prompt, 0, req.n)
+        computed = 0
+        with self._lock:
+            fan_out = not self.share_prefix and self._slots.needs_fanout(prompt, req.n)
+        if fan_out:
+            computed = await asyncio.wrap_future(self._pool.submit(self._priority(req), self._prefill, prompt))
         groups = await asyncio.gather(*(self._sample(req, prompt, i) for i in range(req.n)))
-        return [c for g in groups for c in g]
+        out = [c for g in groups for c in g]
+        if computed and out:  # the fan-out prefill's computed prompt tokens are the first sample's
+            out[0] = dataclasses.replace(out[0], cached_prompt_tokens=max(0, out[0].cached_prompt_tokens - computed))
+        return out
 
     async def aclose(self) -> None:
         if self._closed:
@@ -450,6 +610,8 @@ class EmbeddedEngine:
         self._http.close()
         del self._server
         gc.collect()
+        if self.kv_dir:
+            shutil.rmtree(self.kv_dir, ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,16 @@ free, seeded random scorer (no model call), so the figures measure the step-wise
 ``--repeats`` times; the table shows medians.
 
 prefix hit rate = Σ cached_prompt_tokens / Σ prompt_tokens over beam search's step requests (what
-llama.cpp's ``cache_prompt`` served from a slot's KV cache instead of recomputing).
+llama.cpp's ``cache_prompt`` served from a slot's KV cache, or the engine's host KV store restored,
+instead of recomputing). The row ``beam (no store)`` runs beam search on a second engine with the
+host KV store off (``kv_store_mib=0``: slot affinity alone), in the same repeats, to show what the
+store buys; ``--no-compare`` skips it.
 
 Usage: python bench/tree_vs_bon.py [--model smollm2-135m] [--limit 2] [--n 8] [--beam-width 2]
-       [--max-steps 6] [--max-step-tokens 96] [--repeats 2] [--threads 0] [--n-parallel 8]
+       [--max-steps 6] [--max-step-tokens 96] [--repeats 3] [--threads 0] [--n-parallel 8]
+       [--kv-store-mib 1024] [--no-compare]
 Ends with: RESULT beam_vs_bon_time_per_token=<ratio> prefix_hit_rate=<fraction>
+           no_store_ratio=<ratio> no_store_hit_rate=<fraction>
 """
 
 from __future__ import annotations
@@ -84,14 +89,19 @@ async def run(engine: Any, problems, strategy: str, params: dict[str, Any], seed
                       verifiers={"random": RandomSteps(seed)}, system_prompt=DEFAULT_SYSTEM_PROMPT)
         return await entry.target(prob, ctx, p)
 
+    slots = getattr(engine, "_slots", None)
+    before = (slots.saves, slots.restores, engine.prefills) if slots is not None else (0, 0, 0)
     t0 = time.perf_counter()
     await asyncio.gather(*(one(pr) for pr in problems))
     wall = time.perf_counter() - t0
     gen = sum(m.generated_tokens for m in meters)
     prompt = sum(c.prompt_tokens for c in rec.completions)
     cached = sum(c.cached_prompt_tokens for c in rec.completions)
+    after = (slots.saves, slots.restores, engine.prefills) if slots is not None else (0, 0, 0)
+    saves, restores, prefills = (b - a for a, b in zip(before, after, strict=True))
     return {"wall_s": wall, "tokens": gen, "requests": len(rec.completions), "s_per_tok": wall / max(1, gen),
-            "prompt": prompt, "cached": cached, "hit": cached / max(1, prompt)}
+            "prompt": prompt, "cached": cached, "hit": cached / max(1, prompt),
+            "saves": saves, "restores": restores, "prefills": prefills}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,28 +112,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--beam-width", type=int, default=2)
     ap.add_argument("--max-steps", type=int, default=6)
     ap.add_argument("--max-step-tokens", type=int, default=96)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
     ap.add_argument("--n-parallel", type=int, default=8, help="llama.cpp slots")
     ap.add_argument("--share-prefix", type=int, default=0, help="1: siblings as one native-n request (engine share_prefix)")
+    ap.add_argument("--kv-store-mib", type=int, default=1024, help="host KV store of the engine (0 = off)")
+    ap.add_argument("--no-compare", action="store_true", help="skip the beam run on an engine without the KV store")
     return ap.parse_args(argv)
 
 
 async def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     problems = load_dataset("default", limit=a.limit).problems
-    eng = EmbeddedEngine(a.model, n_parallel=a.n_parallel, n_ctx=a.n_parallel * 2048, threads=a.threads or None,
-                         share_prefix=bool(a.share_prefix))
+    def make(store_mib: int) -> EmbeddedEngine:
+        return EmbeddedEngine(a.model, n_parallel=a.n_parallel, n_ctx=a.n_parallel * 2048, threads=a.threads or None,
+                              share_prefix=bool(a.share_prefix), kv_store_mib=store_mib)
+
+    eng = make(a.kv_store_mib)
+    plain = None if a.no_compare else make(0)
     beam_params = {"n": a.n, "beam_width": a.beam_width, "max_steps": a.max_steps,
                    "max_step_tokens": a.max_step_tokens, "max_tokens": a.max_steps * a.max_step_tokens,
                    "verifier": "random"}
-    rows: dict[str, list[dict[str, float]]] = {"beam_search": [], "best_of_n": []}
+    rows: dict[str, list[dict[str, float]]] = {"beam_search": [], "beam (no store)": [], "best_of_n": []}
+    if plain is None:
+        del rows["beam (no store)"]
+    warm = {"n": 2, "max_tokens": 16, "verifier": "random", "aggregate": "last"}
     try:
-        await run(eng, problems[:1], "best_of_n", {"n": 2, "max_tokens": 16, "verifier": "random",
-                                                   "aggregate": "last"}, a.seed)  # warm-up
+        for e in (eng, plain):
+            if e is not None:
+                await run(e, problems[:1], "best_of_n", warm, a.seed)  # warm-up
         for r in range(a.repeats):
             seed = a.seed + r
+            if plain is not None:
+                rows["beam (no store)"].append(await run(plain, problems, "beam_search", beam_params, seed))
             b = await run(eng, problems, "beam_search", beam_params, seed)
             rows["beam_search"].append(b)
             per_solution = max(1, round(b["tokens"] / (a.n * len(problems))))
@@ -134,22 +156,29 @@ async def main(argv: list[str] | None = None) -> int:
                   f"bon {o['tokens']} tok {o['wall_s']:.1f}s", file=sys.stderr)
     finally:
         await eng.aclose()
+        if plain is not None:
+            await plain.aclose()
 
     def med(name: str, key: str) -> float:
         return statistics.median(x[key] for x in rows[name])
 
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}; "
           f"engine: embedded llama.cpp (xllamacpp), model {a.model}, n_parallel={a.n_parallel}, "
-          f"share_prefix={bool(a.share_prefix)}; "
+          f"share_prefix={bool(a.share_prefix)}, kv_store_mib={a.kv_store_mib}; "
           f"problems={len(problems)} N={a.n} M={a.beam_width} max_steps={a.max_steps} repeats={a.repeats}")
-    print(f"{'strategy':<12} {'gen tokens':>10} {'requests':>8} {'wall s':>8} {'ms/token':>9} "
-          f"{'prompt tok':>10} {'cached':>8} {'hit rate':>8}")
+    print(f"{'strategy':<16} {'gen tokens':>10} {'requests':>8} {'wall s':>8} {'ms/token':>9} "
+          f"{'prompt tok':>10} {'cached':>8} {'hit rate':>8} {'saves':>6} {'restores':>8} {'prefills':>8}")
     for name in rows:
-        print(f"{name:<12} {med(name, 'tokens'):>10.0f} {med(name, 'requests'):>8.0f} {med(name, 'wall_s'):>8.1f} "
+        print(f"{name:<16} {med(name, 'tokens'):>10.0f} {med(name, 'requests'):>8.0f} {med(name, 'wall_s'):>8.1f} "
               f"{1000 * med(name, 's_per_tok'):>9.2f} {med(name, 'prompt'):>10.0f} {med(name, 'cached'):>8.0f} "
-              f"{med(name, 'hit'):>8.2f}")
+              f"{med(name, 'hit'):>8.2f} {med(name, 'saves'):>6.0f} {med(name, 'restores'):>8.0f} "
+              f"{med(name, 'prefills'):>8.0f}")
     ratio = med("beam_search", "s_per_tok") / med("best_of_n", "s_per_tok")
-    print(f"RESULT beam_vs_bon_time_per_token={ratio:.3f} prefix_hit_rate={med('beam_search', 'hit'):.3f}")
+    line = f"RESULT beam_vs_bon_time_per_token={ratio:.3f} prefix_hit_rate={med('beam_search', 'hit'):.3f}"
+    if plain is not None:
+        line += (f" no_store_ratio={med('beam (no store)', 's_per_tok') / med('best_of_n', 's_per_tok'):.3f}"
+                 f" no_store_hit_rate={med('beam (no store)', 'hit'):.3f}")
+    print(line)
     return 0
 
 

@@ -10,12 +10,22 @@ batch. Design:
   samples end at different lengths; single-sample requests refill slots as they free up.
 - Slot affinity: the engine remembers what each slot's KV cache holds and sends a request to the
   idle slot sharing the longest prefix with its prompt (``id_slot``), so a tree-search step
-  continues in the slot where its parent was decoded. Give it at least as many slots
-  (``n_parallel``) as beams live at once, or parents are evicted before their children come.
+  continues in the slot where its parent was decoded. With more live beams than slots, parents
+  are evicted before their children come; the host KV store brings them back.
+- Host KV store (``kv_store_mib``, on by default; planning in :mod:`ttscale.engines.kv_slots`):
+  llama.cpp's slot save/restore moves KV state between slots through files on tmpfs. A slot whose
+  content ended at a stop string (a tree step, a thinking segment) is snapshotted before another
+  request overwrites it; a request whose prefix is stored (by ``kv_min_gain`` tokens more than any
+  idle slot holds) has it restored into a slot; and ``n > 1`` samples of a prompt that is not
+  resident are fanned out: the prompt is made resident once, snapshotted, and restored into the
+  other samples' slots. Restoring 600 tokens of SmolLM2-135M takes ~6 ms, recomputing them ~2 s on
+  two cores: tree-search siblings and beams whose slot another problem took continue from cached
+  KV (``bench/tree_vs_bon.py``: prefix hit rate 0.67 -> 0.96). Snapshots are evicted least
+  recently used; the directory is removed on ``aclose`` (and at the next start if a process died).
 - ``share_prefix=True`` sends a continuation with ``n > 1`` (tree-search siblings) as one
   native-``n`` request instead: the shared prefix is decoded once and copied to the siblings'
   slots (same samples: child ``i`` gets ``seed + i``), but llama.cpp then places the siblings
-  itself, so slot affinity is switched off.
+  itself, so slot affinity and the KV store are switched off.
 - Prompts are always sent as token ids: the chat template is rendered (``/apply-template``) and
   tokenised (``/tokenize``) once per distinct message list, and a continuation appends the prefix's
   token ids, so text the model produced is never re-tokenised.
@@ -213,6 +223,8 @@ class EmbeddedEngine:
         p.cpuparams_batch.poll = poll
         p.cont_batching = True
         p.cache_prompt = True
+        # every worker may block on an HTTP call (tokenize, slot save/restore) at once
+        p.n_threads_http = self.n_parallel + 4
         # the host KV store (slot snapshots); off with share_prefix, where llama.cpp places requests
         store_bytes = 0 if share_prefix else max(0, int(kv_store_mib)) << 20
         self.kv_dir: str | None = None
@@ -626,7 +638,11 @@ class EmbeddedParams:
     verbose: bool = param(False, "let llama.cpp log to stderr")
     share_prefix: bool = param(
         False, "continuations with n > 1 (tree-search siblings) as one native-n request: the shared prefix is "
-        "decoded once, but llama.cpp places the siblings, so slot affinity is off")
+        "decoded once, but llama.cpp places the siblings, so slot affinity and the KV store are off")
+    kv_store_mib: int = param(
+        1024, "host KV store: MiB of llama.cpp slot snapshots (tmpfs) kept so that continuations and fan-out "
+        "samples restore a prefix instead of recomputing it (0 = off)")
+    kv_min_gain: int = param(32, "KV store: restore/save only when it spares at least this many prompt tokens")
 
 
 @engine("embedded", EmbeddedParams, "llama.cpp in-process (xllamacpp) on a local GGUF; the default")
@@ -642,4 +658,6 @@ def make_embedded(model: str | None, params: EmbeddedParams) -> EmbeddedEngine:
         poll=params.poll,
         verbose=params.verbose,
         share_prefix=params.share_prefix,
+        kv_store_mib=params.kv_store_mib,
+        kv_min_gain=params.kv_min_gain,
     )

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -82,6 +82,18 @@ def _ids(tok: Any, text: str, *, special: bool = False) -> list[int]:
     return list(tok.encode(text, add_special_tokens=special))
 
 
+def _chat_ids(tok: Any, conv: Sequence[Mapping[str, str]], *, generation_prompt: bool) -> list[int]:
+    """Token ids of a chat rendered by the tokenizer's template (transformers 5 returns a
+    BatchEncoding where 4.x returned the list)."""
+    out = tok.apply_chat_template(list(conv), tokenize=True, add_generation_prompt=generation_prompt)
+    if isinstance(out, Mapping) or hasattr(out, "input_ids"):
+        out = out["input_ids"]
+    ids = list(out)
+    if ids and not isinstance(ids[0], int):  # a batch of one
+        ids = list(ids[0])
+    return [int(i) for i in ids]
+
+
 def _last_id(tok: Any, text: str) -> int:
     ids = _ids(tok, text)
     if not ids:
@@ -127,10 +139,10 @@ class PRMFormat:
             positions = []
             for i, s in enumerate(steps):
                 conv.append({"role": "user", "content": f"{question} {s}" if i == 0 else s})
-                head = tok.apply_chat_template(conv, tokenize=True, add_generation_prompt=True)
+                head = _chat_ids(tok, conv, generation_prompt=True)
                 positions.append(len(head) - 1)  # the logits here predict the assistant's "+"
                 conv.append({"role": "assistant", "content": "+"})
-            ids = list(tok.apply_chat_template(conv, tokenize=True, add_generation_prompt=False)) if conv else []
+            ids = _chat_ids(tok, conv, generation_prompt=False) if conv else []
             return Encoded(ids, positions)
         if self.family == "skywork":
             bos = getattr(tok, "bos_token", None) or ""
@@ -142,7 +154,7 @@ class PRMFormat:
                 ids.append(self.sep)
             return Encoded(ids, positions)
         msgs = [{"role": "user", "content": question}, {"role": "assistant", "content": "\n\n".join(steps)}]
-        ids = list(tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=False))
+        ids = _chat_ids(tok, msgs, generation_prompt=False)
         return Encoded(ids, [len(ids) - 1])
 
     def read(self, out: Any, positions: Sequence[int]) -> list[float]:
@@ -242,12 +254,19 @@ class PRMVerifier(Verifier):
             flat = [(i, self.fmt.encode(q, c.steps[: k + 1])) for i, c in enumerate(candidates)
                     for k in range(len(c.steps))]
             got = await self._run([e for _, e in flat])
+            ctx.meter.charge_verifier(sum(len(e.ids) for _, e in flat), 0, calls=len(flat))
             out: list[list[float]] = [[] for _ in candidates]
             for (i, _), s in zip(flat, got, strict=True):
                 out[i].append(s[0])
             return out
         steps = [c.steps or ((c.text,) if c.text.strip() else ()) for c in candidates]
         enc = [self.fmt.encode(q, s) for s in steps]
+        for e, s in zip(enc, steps, strict=True):
+            if len(e.positions) != len(s):
+                raise ConfigError(
+                    f"verifier 'prm' ({self.fmt.family}): the encoded solution has {len(e.positions)} step "
+                    f"positions for {len(s)} steps; the tokenizer does not split the family's step marker as "
+                    "the family expects (wrong family for this checkpoint?)")
         res = await self._run(enc)
         ctx.meter.charge_verifier(sum(len(e.ids) for e in enc), 0, calls=len(enc))
         # steps cut off by max_length (from the left) take the first score that survived
@@ -256,7 +275,9 @@ class PRMVerifier(Verifier):
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[float]:
         if self.fmt.family == "orm":
             enc = [self.fmt.encode(problem.question, (c.text,)) for c in candidates]
-            return [s[0] if s else 0.0 for s in await self._run(enc)]
+            got = await self._run(enc)
+            ctx.meter.charge_verifier(sum(len(e.ids) for e in enc), 0, calls=len(enc))
+            return [s[0] if s else 0.0 for s in got]
         return [s[-1] if s else 0.0 for s in await self.score_steps(problem, candidates, ctx)]
 
 
@@ -280,7 +301,9 @@ def load_hf(p: PRMParams) -> tuple[PRMFormat, Forward]:
     cls = {"qwen": transformers.AutoModel, "math_shepherd": transformers.AutoModelForCausalLM,
            "rlhflow": transformers.AutoModelForCausalLM, "skywork": transformers.AutoModelForTokenClassification,
            "orm": transformers.AutoModelForSequenceClassification}[family]
-    kw: dict[str, Any] = {"trust_remote_code": True, "torch_dtype": dtype}
+    # transformers >= 4.56 calls it dtype (torch_dtype is deprecated there)
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    kw: dict[str, Any] = {"trust_remote_code": True, ("dtype" if (major, minor) >= (4, 56) else "torch_dtype"): dtype}
     if family == "skywork":
         kw["num_labels"] = 1
     try:
@@ -289,9 +312,19 @@ def load_hf(p: PRMParams) -> tuple[PRMFormat, Forward]:
         raise ConfigError(f"verifier 'prm': cannot load {p.model!r}: {e}") from e
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
+    vocab = int(model.get_input_embeddings().num_embeddings)
+
     def forward(batch: list[list[int]], columns: list[int] | None) -> list[Any]:
         width = max(len(x) for x in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        fill = pad
+        if family == "orm":
+            # sequence classification pools at the last token that is not pad_token_id: pad with an
+            # id no sequence holds (tokenizers often pad with EOS, which ends the chat), so every
+            # sequence is read at its own last token, with or without a pad token
+            used = {t for x in batch for t in x}
+            fill = next(i for i in range(vocab - 1, -1, -1) if i not in used)
+            model.config.pad_token_id = fill
+        ids = torch.full((len(batch), width), fill, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for i, x in enumerate(batch):  # right padding: positions stay as encoded
             ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)

@@ -26,7 +26,11 @@ family             format and score
 ``family=auto`` guesses from the model name. torch and transformers are optional: they are
 imported only when a model is loaded (``pip install 'ttscale[prm]'``). The formatting and the
 reading of label tokens are pure functions over a tokenizer object and per-position logits, so
-they are tested without weights.
+they are tested without weights (tests/test_prm.py); tests/test_prm_hf.py loads tiny random
+transformers checkpoints of each family's kind (not ``qwen``, whose head is remote code) through
+:func:`load_hf` and checks padding and score positions against a direct forward pass. A solution
+whose encoding does not hold one step marker per step (a tokenizer that does not split the
+family's marker) is a :class:`~ttscale.core.errors.ConfigError`, not a guess.
 """
 
 from __future__ import annotations

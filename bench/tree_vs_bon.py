@@ -13,13 +13,16 @@ prefix hit rate = Σ cached_prompt_tokens / Σ prompt_tokens over beam search's 
 llama.cpp's ``cache_prompt`` served from a slot's KV cache, or the engine's host KV store restored,
 instead of recomputing). The row ``beam (no store)`` runs beam search on a second engine with the
 host KV store off (``kv_store_mib=0``: slot affinity alone), in the same repeats, to show what the
-store buys; ``--no-compare`` skips it.
+store buys, and ``best_of_n (no store)`` best-of-N on it, so that the store cannot flatter the
+ratio by slowing best-of-N. The headline ratio is paired: per repeat (one seed, beam search and
+best-of-N back to back), beam search's time per token over the faster best-of-N's, then the median
+over repeats. ``--no-compare`` skips the no-store rows.
 
 Usage: python bench/tree_vs_bon.py [--model smollm2-135m] [--limit 2] [--n 8] [--beam-width 2]
-       [--max-steps 6] [--max-step-tokens 96] [--repeats 3] [--threads 0] [--n-parallel 8]
+       [--max-steps 6] [--max-step-tokens 96] [--repeats 5] [--threads 0] [--n-parallel 8]
        [--kv-store-mib 1024] [--no-compare]
 Ends with: RESULT beam_vs_bon_time_per_token=<ratio> prefix_hit_rate=<fraction>
-           no_store_ratio=<ratio> no_store_hit_rate=<fraction>
+           no_store_ratio=<ratio> no_store_hit_rate=<fraction> bon_store_vs_plain=<ratio>
 """
 
 from __future__ import annotations
@@ -112,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--beam-width", type=int, default=2)
     ap.add_argument("--max-steps", type=int, default=6)
     ap.add_argument("--max-step-tokens", type=int, default=96)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
     ap.add_argument("--n-parallel", type=int, default=8, help="llama.cpp slots")
@@ -134,9 +137,10 @@ async def main(argv: list[str] | None = None) -> int:
     beam_params = {"n": a.n, "beam_width": a.beam_width, "max_steps": a.max_steps,
                    "max_step_tokens": a.max_step_tokens, "max_tokens": a.max_steps * a.max_step_tokens,
                    "verifier": "random"}
-    rows: dict[str, list[dict[str, float]]] = {"beam_search": [], "beam (no store)": [], "best_of_n": []}
+    rows: dict[str, list[dict[str, float]]] = {"beam_search": [], "beam (no store)": [], "best_of_n": [],
+                                               "best_of_n (no store)": []}
     if plain is None:
-        del rows["beam (no store)"]
+        del rows["beam (no store)"], rows["best_of_n (no store)"]
     warm = {"n": 2, "max_tokens": 16, "verifier": "random", "aggregate": "last"}
     try:
         for e in (eng, plain):
@@ -149,11 +153,14 @@ async def main(argv: list[str] | None = None) -> int:
             b = await run(eng, problems, "beam_search", beam_params, seed)
             rows["beam_search"].append(b)
             per_solution = max(1, round(b["tokens"] / (a.n * len(problems))))
-            o = await run(eng, problems, "best_of_n", {"n": a.n, "max_tokens": per_solution, "temperature": 0.8,
-                                                        "verifier": "random", "aggregate": "last"}, seed)
+            bon = {"n": a.n, "max_tokens": per_solution, "temperature": 0.8, "verifier": "random", "aggregate": "last"}
+            o = await run(eng, problems, "best_of_n", bon, seed)
             rows["best_of_n"].append(o)
+            if plain is not None:
+                rows["best_of_n (no store)"].append(await run(plain, problems, "best_of_n", bon, seed))
+            fastest = min(rows[k][-1]["s_per_tok"] for k in rows if k.startswith("best_of_n"))
             print(f"repeat {r + 1}: beam {b['tokens']} tok {b['wall_s']:.1f}s hit {b['hit']:.2f} | "
-                  f"bon {o['tokens']} tok {o['wall_s']:.1f}s", file=sys.stderr)
+                  f"bon {o['tokens']} tok {o['wall_s']:.1f}s | ratio {b['s_per_tok'] / fastest:.3f}", file=sys.stderr)
     finally:
         await eng.aclose()
         if plain is not None:
@@ -166,18 +173,27 @@ async def main(argv: list[str] | None = None) -> int:
           f"engine: embedded llama.cpp (xllamacpp), model {a.model}, n_parallel={a.n_parallel}, "
           f"share_prefix={bool(a.share_prefix)}, kv_store_mib={a.kv_store_mib}; "
           f"problems={len(problems)} N={a.n} M={a.beam_width} max_steps={a.max_steps} repeats={a.repeats}")
-    print(f"{'strategy':<16} {'gen tokens':>10} {'requests':>8} {'wall s':>8} {'ms/token':>9} "
+    print(f"{'strategy':<20} {'gen tokens':>10} {'requests':>8} {'wall s':>8} {'ms/token':>9} "
           f"{'prompt tok':>10} {'cached':>8} {'hit rate':>8} {'saves':>6} {'restores':>8} {'prefills':>8}")
     for name in rows:
-        print(f"{name:<16} {med(name, 'tokens'):>10.0f} {med(name, 'requests'):>8.0f} {med(name, 'wall_s'):>8.1f} "
+        print(f"{name:<20} {med(name, 'tokens'):>10.0f} {med(name, 'requests'):>8.0f} {med(name, 'wall_s'):>8.1f} "
               f"{1000 * med(name, 's_per_tok'):>9.2f} {med(name, 'prompt'):>10.0f} {med(name, 'cached'):>8.0f} "
               f"{med(name, 'hit'):>8.2f} {med(name, 'saves'):>6.0f} {med(name, 'restores'):>8.0f} "
               f"{med(name, 'prefills'):>8.0f}")
-    ratio = med("beam_search", "s_per_tok") / med("best_of_n", "s_per_tok")
+    # paired per repeat (beam and best-of-N of one seed run back to back), then the median; against
+    # the faster best-of-N of that repeat
+    bons = [name for name in rows if name.startswith("best_of_n")]
+
+    def paired(beam: str) -> float:
+        return statistics.median(rows[beam][r]["s_per_tok"] / min(rows[b][r]["s_per_tok"] for b in bons)
+                                 for r in range(a.repeats))
+
+    ratio = paired("beam_search")
     line = f"RESULT beam_vs_bon_time_per_token={ratio:.3f} prefix_hit_rate={med('beam_search', 'hit'):.3f}"
     if plain is not None:
-        line += (f" no_store_ratio={med('beam (no store)', 's_per_tok') / med('best_of_n', 's_per_tok'):.3f}"
-                 f" no_store_hit_rate={med('beam (no store)', 'hit'):.3f}")
+        line += (f" no_store_ratio={paired('beam (no store)'):.3f}"
+                 f" no_store_hit_rate={med('beam (no store)', 'hit'):.3f}"
+                 f" bon_store_vs_plain={med('best_of_n', 's_per_tok') / med('best_of_n (no store)', 's_per_tok'):.3f}")
     print(line)
     return 0
 

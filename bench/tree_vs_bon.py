@@ -92,15 +92,15 @@ async def run(engine: Any, problems, strategy: str, params: dict[str, Any], seed
                       verifiers={"random": RandomSteps(seed)}, system_prompt=DEFAULT_SYSTEM_PROMPT)
         return await entry.target(prob, ctx, p)
 
-    slots = getattr(engine, "_slots", None)
-    before = (slots.saves, slots.restores, engine.prefills) if slots is not None else (0, 0, 0)
+    keys = ("saves", "restores", "prefills")
+    before = [engine.kv_stats()[k] for k in keys]
     t0 = time.perf_counter()
     await asyncio.gather(*(one(pr) for pr in problems))
     wall = time.perf_counter() - t0
     gen = sum(m.generated_tokens for m in meters)
     prompt = sum(c.prompt_tokens for c in rec.completions)
     cached = sum(c.cached_prompt_tokens for c in rec.completions)
-    after = (slots.saves, slots.restores, engine.prefills) if slots is not None else (0, 0, 0)
+    after = [engine.kv_stats()[k] for k in keys]
     saves, restores, prefills = (b - a for a, b in zip(before, after, strict=True))
     return {"wall_s": wall, "tokens": gen, "requests": len(rec.completions), "s_per_tok": wall / max(1, gen),
             "prompt": prompt, "cached": cached, "hit": cached / max(1, prompt),

@@ -73,6 +73,12 @@ SLOT_CTX = 4096
 """Default context per slot; llama.cpp divides ``n_ctx`` evenly among the ``n_parallel`` slots."""
 
 
+def _cached_tokens(usage: dict[str, Any]) -> int:
+    """Prompt tokens llama.cpp served from a slot's KV cache, from a response's ``usage``."""
+    details = usage.get("prompt_tokens_details") or {}
+    return int(details.get("cached_tokens", 0) or 0)
+
+
 def _make_store_dir(where: str | None, need: int) -> str:
     """A private directory for slot snapshots: ``where``, else /dev/shm (RAM) when it has room
     for the store, else the temporary directory."""
@@ -429,6 +435,14 @@ class EmbeddedEngine:
         return text
 
     # --- the host KV store (slot snapshots; see engines/kv_slots.py) ----------------------------
+    def kv_stats(self) -> dict[str, int]:
+        """Host KV store counters: snapshots saved and restored, fan-out prefills, snapshots and
+        bytes held now."""
+        with self._lock:
+            s = self._slots
+            return {"saves": s.saves, "restores": s.restores, "prefills": self.prefills,
+                    "stored": s.stored, "stored_bytes": s.stored_bytes}
+
     def _apply(self, plan: SlotPlan) -> None:
         """Save the booked slot's content and/or restore a snapshot into it, as planned."""
         if plan.save is not None:
@@ -469,8 +483,7 @@ class EmbeddedEngine:
                 self._slots.set_content(slot, (), continuable=False)
                 dropped = self._slots.drop(key)
             else:
-                self._slots.set_content(slot, key[: int(got.get("n_restored", len(key)))], continuable=True)
-                self._slots.restores += 1
+                self._slots.restored(slot, key[: int(got.get("n_restored", len(key)))])
                 dropped = None
         if dropped:
             self._remove([dropped])
@@ -518,8 +531,7 @@ class EmbeddedEngine:
                 ret = self._server.handle_completions(body, on_chunk)
                 if isinstance(ret, dict) and "error" in ret:
                     return 0
-                details = usage.get("prompt_tokens_details") or {}
-                computed = int(usage.get("prompt_tokens", len(prompt))) - int(details.get("cached_tokens", 0) or 0)
+                computed = int(usage.get("prompt_tokens", len(prompt))) - _cached_tokens(usage)
                 with self._lock:
                     self.prefills += 1
             content = prompt
@@ -565,8 +577,7 @@ class EmbeddedEngine:
             finish = "length"
         else:
             finish = "stop"
-        details = usage.get("prompt_tokens_details") or {}
-        cached = int(details.get("cached_tokens", 0) or 0)
+        cached = _cached_tokens(usage)
         return Completion(
             text=st.text,
             finish_reason=finish,  # type: ignore[arg-type]

@@ -201,6 +201,11 @@ class SlotPlanner:
         self.content[slot] = tuple(ids)
         self.continuable[slot] = continuable
 
+    def restored(self, slot: int, ids: Sequence[int]) -> None:
+        """A snapshot holding ``ids`` was restored into ``slot``."""
+        self.set_content(slot, ids, continuable=True)
+        self.restores += 1
+
     def release(self, slot: int, ids: Sequence[int] | None = None, *, continuable: bool = False) -> None:
         """The request on ``slot`` ended; ``ids`` is what its KV cache now holds (``None``: unknown)."""
         self.content[slot] = tuple(ids) if ids is not None else ()

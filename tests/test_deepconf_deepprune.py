@@ -20,7 +20,7 @@ from ttscale.strategies.deepprune import DeepPruneParams, run_deepprune
 from ttscale.strategies.judges import (
     AnswerSoFarJudge,
     EmbeddingJudge,
-    LLMJudge,
+    LLMEquivalenceJudge,
     NgramJudge,
     jaccard,
     ngrams,
@@ -303,7 +303,7 @@ def test_p_yes_from_alternatives():
 
 async def test_llm_judge_can_use_another_engine():
     judge_eng = ScriptedEngine(lambda req, k: ScriptedReply("no", logprobs=[-0.1]))
-    out, ctx, eng = await prune({"n": 5, "prefix_tokens": 4, "max_tokens": 20}, judge=LLMJudge(judge_eng))
+    out, ctx, eng = await prune({"n": 5, "prefix_tokens": 4, "max_tokens": 20}, judge=LLMEquivalenceJudge(judge_eng))
     assert len(judge_eng.calls) == out.extra["judge_calls"] == 10  # never equal: 0+1+2+3+4 comparisons
     assert out.extra["clusters"] == [1, 1, 1, 1, 1] and ctx.meter.snapshot().verifier_calls == 10
     assert all(c.max_tokens != 1 for c in eng.calls)

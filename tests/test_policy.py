@@ -4,11 +4,12 @@ import pytest
 
 from ttscale.core.budget import Budget
 from ttscale.core.errors import ConfigError
+from ttscale.core.policy import load_policy, lookup
 from ttscale.core.protocols import Verifier
 from ttscale.core.types import Problem
 from ttscale.engines.scripted import ScriptedEngine
 from ttscale.lab.flops import budget_multiple_to_match, budget_to_reach, flops_exchange_rate
-from ttscale.lab.policy import bon_match, fit_policy, load_policy, lookup, save_policy, split_folds
+from ttscale.lab.policy import bon_match, fit_policy, save_policy, split_folds
 from ttscale.strategies.base import load_strategies
 from ttscale.verifiers.math_answers import MathAnswers
 

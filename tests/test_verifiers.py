@@ -6,20 +6,16 @@ import numpy as np
 import pytest
 
 from ttscale.core.budget import CostMeter
+from ttscale.core.confidence import score_confidences, token_confidences, trace_confidence, window_means
 from ttscale.core.context import Context
 from ttscale.core.errors import ConfigError
 from ttscale.core.types import Candidate, Problem, TokenLogprob
+from ttscale.core.yes_no import parse_yes_no, yes_probability
 from ttscale.engines.scripted import ScriptedEngine, ScriptedReply
 from ttscale.verifiers import load_verifiers, make_verifier
 from ttscale.verifiers.answer_check import AnswerCheck
-from ttscale.verifiers.confidence import (
-    ConfidenceVerifier,
-    score_confidences,
-    token_confidences,
-    trace_confidence,
-    window_means,
-)
-from ttscale.verifiers.llm_judge import LLMJudge, parse_yes_no, yes_probability
+from ttscale.verifiers.confidence import ConfidenceVerifier
+from ttscale.verifiers.llm_judge import LLMJudge
 from ttscale.verifiers.math_answers import MathAnswers
 
 

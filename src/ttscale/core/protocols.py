@@ -36,6 +36,39 @@ class Engine(Protocol):
     async def aclose(self) -> None: ...
 
 
+# --- optional engine capabilities: strategies check them with the helpers below, never hasattr ---
+@runtime_checkable
+class TokenIdEngine(Protocol):
+    """An engine that continues a candidate from its token ids (``GenerationRequest.prefix_token_ids``)
+    and decodes ids with its own tokenizer: tree search extends paths by ids so a prefix cache hits."""
+
+    supports_token_ids: bool
+
+    def detokenize(self, ids: Sequence[int]) -> str: ...
+
+
+@runtime_checkable
+class TokenizingEngine(TokenIdEngine, Protocol):
+    """A :class:`TokenIdEngine` that also encodes text (``special=True`` parses special tokens such as
+    ``<think>``): budget forcing inserts "Wait" and the answer cue as ids."""
+
+    def tokenize(self, text: str, *, special: bool = False) -> Sequence[int]: ...
+
+
+def token_id_engine(engine: object) -> TokenIdEngine | None:
+    """``engine`` when it continues from token ids and decodes them, else None."""
+    if isinstance(engine, TokenIdEngine) and engine.supports_token_ids:
+        return engine
+    return None
+
+
+def tokenizing_engine(engine: object) -> TokenizingEngine | None:
+    """``engine`` when it continues from token ids and both encodes and decodes text, else None."""
+    if isinstance(engine, TokenizingEngine) and engine.supports_token_ids:
+        return engine
+    return None
+
+
 class Verifier:
     """Scores whole candidates (higher is better, usually in [0, 1]) and, where it can, each step
     of a partial candidate. Verifiers that call a model do so through ``ctx.generate(..., role=
@@ -50,6 +83,17 @@ class Verifier:
         self, problem: Problem, candidates: Sequence[Candidate], ctx: Context
     ) -> list[list[float]]:
         raise ConfigError(f"verifier {self.name!r} scores whole candidates only, not steps")
+
+
+@runtime_checkable
+class LastStepVerifier(Protocol):
+    """A step verifier that can score only the newest step of each partial candidate (all steps
+    shown), one query per candidate: step-wise search then pays once per new step instead of
+    re-scoring every prefix (the ``llm_judge`` verifier)."""
+
+    async def score_last_steps(
+        self, problem: Problem, candidates: Sequence[Candidate], ctx: Context
+    ) -> list[float]: ...
 
 
 class AnswerSpace(Protocol):

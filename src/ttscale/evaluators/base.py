@@ -1,9 +1,10 @@
 """Programmatic evaluators: fitness plus textual feedback for a proposed solution (Mind Evolution).
 
-An :class:`Evaluator` turns a solution text into an :class:`Evaluation`: a ``fitness`` (higher is
+An evaluator (:class:`ttscale.core.evaluation.Evaluator`) turns a solution text into an :class:`Evaluation`: a ``fitness`` (higher is
 better), ``feedback`` in words that the next prompt can show the model, and ``solved`` (the search
-may stop). Evaluators are registered by name in ``EVALUATORS``; each takes a small typed parameter
-dataclass like strategies and verifiers do, and is built with :func:`make_evaluator`.
+may stop). Evaluators are registered by name in ``ttscale.core.plugins.EVALUATORS``; each takes a
+small typed parameter dataclass like strategies and verifiers do, and is built with
+:func:`ttscale.core.plugins.make_evaluator`.
 
 Built in:
 
@@ -20,62 +21,19 @@ Built in:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ttscale.core.registry import Registry, param
+from ttscale.core.evaluation import Evaluation
+from ttscale.core.plugins import EVALUATORS
+from ttscale.core.registry import param
 from ttscale.core.types import Candidate, Problem
 
 if TYPE_CHECKING:
     from ttscale.core.context import Context
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """What an evaluator says about one solution. ``answer`` is the canonical final answer the
-    evaluator read from the text, for evaluators with ``gives_answers = True`` (their answer, None
-    included, replaces the answer space's extraction); others leave it None."""
-
-    fitness: float
-    feedback: str = ""
-    solved: bool = False
-    answer: str | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-
-@runtime_checkable
-class Evaluator(Protocol):
-    """Scores a solution text for a problem. Model-based evaluators charge their calls through
-    ``ctx`` (``role="verifier"``); code-based ones ignore it. An evaluator that reads final answers
-    itself sets ``gives_answers = True`` (see :class:`Evaluation`)."""
-
-    name: str
-    gives_answers: bool
-
-    async def evaluate(self, problem: Problem, text: str, ctx: Context) -> Evaluation: ...
-
-
-EvaluatorFactory = Callable[[Any], Evaluator]
-"""``factory(params) -> Evaluator``."""
-
-EVALUATORS: Registry[EvaluatorFactory] = Registry("evaluator")
 evaluator = EVALUATORS.register
-
-_MODULES = ("meeting",)
-
-
-def load_evaluators() -> Registry[EvaluatorFactory]:
-    """Import the built-in evaluator modules (each registers itself) and return the registry."""
-    return EVALUATORS.load_modules("ttscale.evaluators", _MODULES)
-
-
-def make_evaluator(name: str, options: Mapping[str, Any] | None = None) -> Evaluator:
-    """An evaluator by name. ``options`` may hold more keys than the evaluator takes (a strategy
-    passes its relevant parameters to whichever evaluator is chosen); unknown ones are ignored."""
-    entry = load_evaluators().get(name)
-    known = {f.name for f in fields(entry.params_cls)}
-    return entry.target(entry.make_params({k: v for k, v in (options or {}).items() if k in known}))
 
 
 # --------------------------------------------------------------------------------------------------

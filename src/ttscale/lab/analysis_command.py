@@ -67,8 +67,8 @@ def plot_command(
     title: Annotated[str | None, typer.Option(help="figure title")] = None,
 ) -> None:
     """Accuracy vs mean generated tokens per strategy, per difficulty bin, with the compute-optimal frontier."""
+    from ttscale.core.policy import load_policy
     from ttscale.lab.plots import plot_table
-    from ttscale.lab.policy import load_policy
     from ttscale.lab.table_io import load_table
 
     rows = load_table(table)
@@ -79,7 +79,7 @@ def plot_command(
 
 def split_report_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path], list[Path]]:
     """(tidy tables, results files, policy files) among ``ttscale report``'s arguments."""
-    from ttscale.lab.policy import is_policy_file
+    from ttscale.core.policy import is_policy_file
     from ttscale.lab.table_io import is_table_input
 
     tables, results, policies = [], [], []
@@ -100,9 +100,9 @@ def report_tables(tables: Sequence[Path], results: Sequence[Path], policies: Seq
                   print_tables: bool = True) -> None:
     """The table side of ``ttscale report``: print per-config summaries of tidy tables, and with
     ``html`` write the self-contained HTML page from every input (tables and results files)."""
+    from ttscale.core.policy import load_policy
     from ttscale.lab.html_report import write_html_report
     from ttscale.lab.metrics import summarize_table
-    from ttscale.lab.policy import load_policy
     from ttscale.lab.table_io import load_any
 
     con = out or console

@@ -23,14 +23,13 @@ Difficulty *values* are "ease" scores in [0, 1], higher = easier:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from statistics import fmean
 from typing import Any, Literal
 
 from ttscale.core.errors import ConfigError
+from ttscale.core.policy import BinMethod, Binning
 from ttscale.lab.metrics import Key, pool_rows
 
-BinMethod = Literal["quantile", "absolute"]
 DifficultyKind = Literal["oracle", "predicted"]
 
 ABSOLUTE_EDGES = (0.5, 0.1)
@@ -66,50 +65,6 @@ def difficulty_values(rows: Iterable[Mapping[str, Any]], kind: DifficultyKind, m
     if kind == "predicted":
         return predicted_difficulty(rows, m)
     raise ConfigError(f"difficulty {kind!r} is not one of oracle, predicted")
-
-
-@dataclass(frozen=True)
-class Binning:
-    """Bins on a difficulty value (see the module docstring for the rules)."""
-
-    method: BinMethod
-    edges: tuple[float, ...]
-    labels: tuple[str, ...]
-
-    @property
-    def n_bins(self) -> int:
-        return len(self.labels)
-
-    def bin_of(self, value: float) -> int:
-        """The bin of a new value (0 = easiest)."""
-        if self.method == "absolute":
-            hi, lo = self.edges
-            return 0 if value > hi else (1 if value >= lo else 2)
-        return sum(value < e for e in self.edges)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "edges": list(self.edges), "labels": list(self.labels),
-                "rule": ("absolute: bin 0 if v > edges[0], bin 2 if v < edges[1], else bin 1"
-                         if self.method == "absolute"
-                         else "quantile: bin = number of edges e with v < e (bin 0 = easiest)")}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "binning") -> Binning:
-        try:
-            method = d["method"]
-            edges = tuple(float(e) for e in d["edges"])
-            labels = tuple(str(x) for x in d["labels"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"{where}: needs method, edges and labels ({e})") from e
-        if method not in ("quantile", "absolute"):
-            raise ConfigError(f"{where}: field method={method!r} is not quantile or absolute")
-        if len(labels) != len(edges) + 1:
-            raise ConfigError(f"{where}: {len(edges)} edges need {len(edges) + 1} labels, got {len(labels)}")
-        if list(edges) != sorted(edges, reverse=True):
-            raise ConfigError(f"{where}: field edges={list(edges)} must be non-increasing")
-        if method == "absolute" and len(edges) != 2:
-            raise ConfigError(f"{where}: absolute binning needs 2 edges, got {list(edges)}")
-        return cls(method, edges, labels)
 
 
 def quantile_bins(values: Mapping[Key, float], n_bins: int = 5) -> tuple[Binning, dict[Key, int]]:

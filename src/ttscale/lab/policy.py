@@ -36,6 +36,7 @@ from statistics import fmean
 from typing import Any
 
 from ttscale.core.errors import ConfigError
+from ttscale.core.policy import POLICY_KIND
 from ttscale.lab.difficulty import (
     BinMethod,
     Binning,
@@ -48,7 +49,6 @@ from ttscale.lab.difficulty import (
 from ttscale.lab.flops import budget_to_reach
 from ttscale.lab.metrics import Key, beta_interval, problem_key
 
-POLICY_KIND = "ttscale-policy"
 POLICY_VERSION = 1
 BON_STRATEGIES = ("best_of_n", "weighted_best_of_n")
 STRATEGY_ALIASES = {"majority": "self_consistency"}
@@ -370,57 +370,3 @@ def save_policy(policy: Mapping[str, Any], path: str | Path) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(policy, indent=1) + "\n", encoding="utf-8")
     return p
-
-
-def load_policy(path: str | Path) -> dict[str, Any]:
-    """A policy file written by :func:`save_policy`, checked (ConfigError naming file and field)."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ConfigError(f"policy file {p} does not exist (write one with `ttscale fit-policy`)") from e
-    except OSError as e:
-        raise ConfigError(f"cannot read policy file {p}: {e.strerror}") from e
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"policy file {p} is not valid JSON: {e.msg}") from e
-    if not isinstance(data, dict) or data.get("kind") != POLICY_KIND:
-        raise ConfigError(f"policy file {p}: field kind={data.get('kind') if isinstance(data, dict) else None!r} "
-                          f"is not {POLICY_KIND!r} (not a `ttscale fit-policy` output)")
-    for fld in ("binning", "budgets", "table", "overall"):
-        if fld not in data:
-            raise ConfigError(f"policy file {p}: missing field {fld}")
-    Binning.from_dict(data["binning"], f"policy file {p}: field binning")
-    if data.get("predicted_binning") is not None:
-        Binning.from_dict(data["predicted_binning"], f"policy file {p}: field predicted_binning")
-    return data
-
-
-def is_policy_file(path: str | Path) -> bool:
-    p = Path(path)
-    if p.suffix != ".json" or not p.is_file():
-        return False
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    return isinstance(data, dict) and data.get("kind") == POLICY_KIND
-
-
-def lookup(policy: Mapping[str, Any], difficulty_bin: int | None, budget: int,
-           where: str = "policy") -> dict[str, Any]:
-    """The entry for a bin (None = unknown difficulty → the overall choice) at the largest policy
-    budget <= ``budget``."""
-    usable = [B for B in policy["budgets"] if B <= budget]
-    if not usable:
-        raise ConfigError(f"{where}: budget={budget} is below the policy's smallest budget "
-                          f"{min(policy['budgets'])}; budgets: {policy['budgets']}")
-    B = max(usable)
-    if difficulty_bin is None:
-        entry = next(e for e in policy["overall"] if e["budget"] == B)
-    else:
-        entry = next((e for e in policy["table"] if e["bin"] == difficulty_bin and e["budget"] == B), None)
-        if entry is None:
-            raise ConfigError(f"{where}: no entry for bin {difficulty_bin} at budget {B}")
-    if not entry.get("strategy"):
-        raise ConfigError(f"{where}: no configuration was fitted for bin {difficulty_bin} at budget {B}")
-    return {**entry, "budget": B}

@@ -28,6 +28,7 @@ from ttscale.core.registry import param
 from ttscale.core.types import Candidate, Problem
 from ttscale.strategies.base import Outcome, strategy
 from ttscale.strategies.stopping import Decision, adaptive_consistency_stop, margin_stop
+from ttscale.strategies.voting import Tally, decide
 
 Rule = Callable[[list[int], int, list[int]], Decision]
 """``rule(counts, n, token_sums)``: votes per answer class (first-seen order), samples drawn, and
@@ -66,19 +67,9 @@ async def sample_until(
         if d.stop:
             reason = d.reason
             break
-    votes: dict[int, int] = {}
-    first: dict[int, int] = {}
-    for i, lab in enumerate(labels):
-        if lab is not None:
-            votes[lab] = votes.get(lab, 0) + 1
-            first.setdefault(lab, i)
-    extra = {"samples": len(cands), "stop_reason": reason, "stat": stat,
-             "votes": {cands[first[k]].answer or "": v for k, v in votes.items()}}
-    if not votes:
-        return Outcome(None, None, cands, extra)
-    win = max(votes, key=lambda k: (votes[k], -first[k]))
-    chosen = cands[first[win]]
-    return Outcome(chosen.answer, chosen, cands, extra)
+    v = decide(cands, Tally.of(labels))
+    extra = {"samples": len(cands), "stop_reason": reason, "stat": stat, "votes": v.votes}
+    return Outcome(v.answer, v.chosen, cands, extra)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from typing import Any
 
 from ttscale.core.context import Context
 from ttscale.core.errors import BudgetExhausted
+from ttscale.core.protocols import tokenizing_engine
 from ttscale.core.registry import check_template, param
 from ttscale.core.types import Completion, GenerationRequest, Problem
 from ttscale.strategies.base import Outcome, strategy
@@ -101,8 +102,8 @@ class Transcript:
     def __init__(self, ctx: Context) -> None:
         eng = ctx.engine
         self.engine = eng
-        use = bool(getattr(eng, "supports_token_ids", False)) and callable(getattr(eng, "tokenize", None)) \
-            and callable(getattr(eng, "detokenize", None))
+        self.tokenizer = tokenizing_engine(eng)
+        use = self.tokenizer is not None
         self.text = ""
         self.ids: list[int] | None = [] if use else None
         self.retokenised_chars = 0
@@ -111,14 +112,16 @@ class Transcript:
     async def _tokenize(self, text: str) -> list[int]:
         """Ids of inserted text, special tokens parsed (``<think>`` is one token for Qwen3), without
         the BOS that ``special`` adds for models that want one."""
-        tok = self.engine.tokenize  # type: ignore[attr-defined]
+        assert self.tokenizer is not None
+        tok = self.tokenizer.tokenize
         if self._lead is None:
             self._lead = tuple(await asyncio.to_thread(tok, "", special=True))
         ids = tuple(await asyncio.to_thread(tok, text, special=True))
         return list(ids[len(self._lead):] if ids[: len(self._lead)] == self._lead else ids)
 
     async def _detok(self, ids: tuple[int, ...]) -> str:
-        return str(await asyncio.to_thread(self.engine.detokenize, ids))  # type: ignore[attr-defined]
+        assert self.tokenizer is not None
+        return str(await asyncio.to_thread(self.tokenizer.detokenize, ids))
 
     def request_prefix(self) -> tuple[str, tuple[int, ...] | None]:
         return self.text, (tuple(self.ids) if self.ids else None)

@@ -23,6 +23,7 @@ from typing import Any
 
 from ttscale.core.context import Context
 from ttscale.core.errors import BudgetExhausted, ConfigError
+from ttscale.core.policy import Binning, load_policy, lookup
 from ttscale.core.registry import param
 from ttscale.core.types import Candidate, Problem
 from ttscale.strategies.base import Outcome, load_strategies, strategy
@@ -49,8 +50,6 @@ _cache: dict[tuple[str, float], dict[str, Any]] = {}
 
 
 def _policy(path: str) -> dict[str, Any]:
-    from ttscale.lab.policy import load_policy
-
     if not path:
         raise ConfigError("strategy 'compute_optimal': parameter policy is required (a `ttscale fit-policy` JSON)")
     p = Path(path)
@@ -70,9 +69,6 @@ def _policy(path: str) -> dict[str, Any]:
 @strategy("compute_optimal", ComputeOptimalParams,
           "predict difficulty from a few scored samples, then run the policy's strategy for it (Snell et al.)")
 async def compute_optimal(problem: Problem, ctx: Context, p: ComputeOptimalParams) -> Outcome:
-    from ttscale.lab.difficulty import Binning
-    from ttscale.lab.policy import lookup
-
     pol = _policy(p.policy)
     binning = Binning.from_dict(pol["predicted_binning"], f"policy file {p.policy}: field predicted_binning")
     probes: list[Candidate] = []

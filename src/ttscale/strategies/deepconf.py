@@ -62,13 +62,13 @@ from typing import Literal
 
 import numpy as np
 
+from ttscale.core.confidence import LOGPROB_FLOOR, token_confidences, trace_confidence, window_means
 from ttscale.core.context import Context
 from ttscale.core.errors import BudgetExhausted
 from ttscale.core.registry import param
 from ttscale.core.types import Candidate, GenerationRequest, Problem, TokenLogprob
 from ttscale.strategies.base import Outcome, strategy
-from ttscale.strategies.voting import tally
-from ttscale.verifiers.confidence import LOGPROB_FLOOR, token_confidences, trace_confidence, window_means
+from ttscale.strategies.voting import vote
 
 __all__ = [
     "DeepConfParams", "WindowMonitor", "confidence", "deepconf", "token_confidence", "token_confidences",
@@ -177,16 +177,8 @@ class DeepConfParams:
 
 async def _vote(ctx: Context, voters: list[Candidate], weights: list[float]) -> tuple[Candidate | None, dict[str, float], float]:
     """Weighted vote: (a member of the winning class, votes per answer, the winner's share)."""
-    if not voters:
-        return None, {}, 0.0
-    t = await tally(ctx, voters, weights)
-    win = t.winner()
-    if win is None:
-        return None, {}, 0.0
-    votes = {voters[t.first[k]].answer or "": round(v, 6) for k, v in t.weights.items()}
-    total = sum(t.weights.values())
-    share = t.weights[win] / total if total > 0 else 0.0
-    return voters[t.first[win]], votes, share
+    v = await vote(ctx, voters, weights)
+    return v.chosen, v.votes, v.share
 
 
 def _score(c: Candidate, p: DeepConfParams) -> float | None:

@@ -46,7 +46,7 @@ from ttscale.core.registry import param
 from ttscale.core.types import Candidate, GenerationRequest, Problem
 from ttscale.strategies.base import Outcome, strategy
 from ttscale.strategies.judges import EquivalenceJudge, make_judge
-from ttscale.strategies.voting import tally
+from ttscale.strategies.voting import vote
 
 
 @dataclass(frozen=True)
@@ -135,10 +135,8 @@ async def run_deepprune(ctx: Context, p: DeepPruneParams, judge: EquivalenceJudg
         len(clusters[cluster_of[i]].members) / len(clusters[cluster_of[i]].survivors) if p.weighted else 1.0
         for i in surv
     ]
-    t = await tally(ctx, finals, weights)
-    win = t.winner()
-    chosen = finals[t.first[win]] if win is not None else None
-    votes = {finals[t.first[k]].answer or "": round(v, 6) for k, v in t.weights.items()}
+    v = await vote(ctx, finals, weights)
+    chosen = v.chosen
     pruned = [
         prefixes[i].with_(answer=prefixes[i].answer if prefixes[i].finish_reason == "stop" else None,
                           extra={"pruned": True, "cluster": cluster_of[i]})
@@ -146,7 +144,7 @@ async def run_deepprune(ctx: Context, p: DeepPruneParams, judge: EquivalenceJudg
     ]
     extra = {"clusters": [len(cl.members) for cl in clusters], "pruned": len(pruned), "survivors": len(surv),
              "continued": continued, "judge": getattr(judge, "name", type(judge).__name__),
-             "judge_calls": calls, "votes": votes}
+             "judge_calls": calls, "votes": v.votes}
     return Outcome(chosen.answer if chosen else None, chosen, [*finals, *pruned], extra)
 
 

@@ -11,7 +11,7 @@ existing cluster when the similarity to the cluster's representative is ≥ its 
 - :class:`EmbeddingJudge` (``"embedding"``): cosine similarity of sentence embeddings
   (all-MiniLM-L6-v2 through ``sentence-transformers``). Optional: ttscale does not depend on torch;
   a clear :class:`~ttscale.core.errors.ConfigError` says what to install when it is missing.
-- :class:`LLMJudge` (``"llm"``): zero-shot; asks a model (the policy engine unless one is given)
+- :class:`LLMEquivalenceJudge` (``"llm"``): zero-shot; asks a model (the policy engine unless one is given)
   whether the two truncated traces will reach the same final answer, one token at temperature 0
   with ``top_k`` logprobs; P(yes) = mass(yes) / (mass(yes) + mass(no)) over the returned
   alternatives (tokens "yes"/"no" in any case, stripped), or 1/0 from the generated token when
@@ -28,7 +28,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ttscale.core.errors import ConfigError
-from ttscale.core.types import GenerationRequest
+from ttscale.core.types import GenerationRequest, TokenLogprob
+from ttscale.core.yes_no import yes_probability
 
 if TYPE_CHECKING:
     from ttscale.core.context import Context
@@ -128,7 +129,7 @@ JUDGE_PROMPT = (
 )
 
 
-class LLMJudge:
+class LLMEquivalenceJudge:
     """Zero-shot LLM judge: P(yes) that two truncated traces reach the same answer (see module
     docstring). ``engine=None`` asks the policy engine; ``max_chars`` keeps the last characters of
     each trace (0 = all)."""
@@ -156,22 +157,13 @@ class LLMJudge:
         return p_yes(out[0].text, out[0].logprobs)
 
 
-def p_yes(text: str, logprobs: Sequence[Any] | None) -> float:
-    """P(yes) from the first generated token's alternatives (see :class:`LLMJudge`)."""
-    yes = no = 0.0
-    if logprobs:
-        first = logprobs[0]
-        alts = first.top or ((first.token, first.logprob),)
-        for tok, lp in alts:
-            w = tok.strip().lower()
-            if w == "yes":
-                yes += math.exp(lp)
-            elif w == "no":
-                no += math.exp(lp)
-    if yes + no > 0:
-        return yes / (yes + no)
-    w = text.strip().lower()
-    return 1.0 if w.startswith("yes") else 0.0
+def p_yes(text: str, logprobs: Sequence[TokenLogprob] | None) -> float:
+    """P(yes) from the first generated token's alternatives (:func:`ttscale.core.yes_no.yes_probability`);
+    without either word among them, 1/0 from whether the generated text starts with "yes"."""
+    p = yes_probability(logprobs[0]) if logprobs else None
+    if p is not None:
+        return p
+    return 1.0 if text.strip().lower().startswith("yes") else 0.0
 
 
 JUDGES = ("answer", "ngram", "embedding", "llm")
@@ -187,5 +179,5 @@ def make_judge(name: str, *, engine: Engine | None = None, top_k: int = 20, ngra
     if name == "embedding":
         return EmbeddingJudge(embedding_model)
     if name == "llm":
-        return LLMJudge(engine, top_k=top_k)
+        return LLMEquivalenceJudge(engine, top_k=top_k)
     raise ConfigError(f"unknown DeepPrune judge {name!r}; known: {', '.join(JUDGES)}")

@@ -60,9 +60,10 @@ from typing import Any
 
 from ttscale.core.context import Context
 from ttscale.core.errors import BudgetExhausted
+from ttscale.core.evaluation import Evaluation, Evaluator
+from ttscale.core.plugins import load_evaluators, make_evaluator
 from ttscale.core.registry import check_template, param
 from ttscale.core.types import Candidate, Completion, GenerationRequest, Problem
-from ttscale.evaluators.base import Evaluation, Evaluator, load_evaluators, make_evaluator
 from ttscale.strategies.base import Outcome, strategy
 
 INIT_PROMPT = (

@@ -49,7 +49,7 @@ from ttscale.core.registry import check_template, param
 from ttscale.core.types import Candidate, Completion, GenerationRequest, Problem
 from ttscale.strategies.base import Outcome, strategy
 from ttscale.strategies.tree import by_score, counts_over, weighted_select
-from ttscale.strategies.voting import Aggregate, scored, tally
+from ttscale.strategies.voting import Aggregate, scored, vote
 
 REVISE_PROMPT = (
     "{problem}\n\n"
@@ -160,13 +160,9 @@ async def revisions(problem: Problem, ctx: Context, p: RevisionsParams) -> Outco
     if not cands:
         return Outcome(None, None, [], extra)
     if p.select == "majority":
-        t = await tally(ctx, cands)
-        win = t.winner()
-        extra["votes"] = {cands[t.first[k]].answer or "": v for k, v in t.weights.items()}
-        if win is None:
-            return Outcome(None, None, cands, extra)
-        chosen = cands[t.first[win]]
-        return Outcome(chosen.answer, chosen, cands, extra)
+        v = await vote(ctx, cands)
+        extra["votes"] = v.votes
+        return Outcome(v.answer, v.chosen, cands, extra)
     cands = await scored(ctx, cands, p.aggregate, p.verifier)
     by_id = {c.id: c for c in cands}
     chain_best = []

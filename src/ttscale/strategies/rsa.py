@@ -41,7 +41,7 @@ from ttscale.core.registry import check_template, param
 from ttscale.core.types import Candidate, Completion, GenerationRequest, Problem
 from ttscale.strategies.base import Outcome, strategy
 from ttscale.strategies.revisions import with_user_content
-from ttscale.strategies.voting import tally
+from ttscale.strategies.voting import vote
 
 AGGREGATE_PROMPT = (
     "{problem}\n\n"
@@ -149,8 +149,6 @@ async def rsa(problem: Problem, ctx: Context, p: RSAParams) -> Outcome:
     extra: dict[str, Any] = {"rounds": rounds, "stopped_by_budget": ctx.meter.stopped_by_budget}
     if not pop:
         return Outcome(None, None, [], extra)
-    t_ = await tally(ctx, pop)
-    win = t_.winner()
-    extra["votes"] = {pop[t_.first[w]].answer or "": v for w, v in t_.weights.items()}
-    chosen = pop[t_.first[win]] if win is not None else None
-    return Outcome(chosen.answer if chosen is not None else None, chosen, everyone, extra)
+    v = await vote(ctx, pop)
+    extra["votes"] = v.votes
+    return Outcome(v.answer, v.chosen, everyone, extra)

@@ -14,7 +14,7 @@ from ttscale.core.errors import BudgetExhausted
 from ttscale.core.registry import param
 from ttscale.core.types import Problem
 from ttscale.strategies.base import Outcome, strategy
-from ttscale.strategies.voting import tally
+from ttscale.strategies.voting import vote
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,5 @@ async def self_consistency(problem: Problem, ctx: Context, p: SelfConsistencyPar
         cands = await ctx.sample(p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens)
     except BudgetExhausted:
         return Outcome(None, None, [])
-    t = await tally(ctx, cands)
-    win = t.winner()
-    if win is None:
-        return Outcome(None, None, cands, {"votes": {}})
-    chosen = cands[t.first[win]]
-    votes = {cands[t.first[k]].answer or "": v for k, v in t.weights.items()}
-    return Outcome(chosen.answer, chosen, cands, {"votes": votes})
+    v = await vote(ctx, cands)
+    return Outcome(v.answer, v.chosen, cands, {"votes": v.votes})

@@ -55,12 +55,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ttscale.core.answer_text import last_boxed
 from ttscale.core.context import Context
 from ttscale.core.errors import BudgetExhausted
+from ttscale.core.protocols import LastStepVerifier, token_id_engine
 from ttscale.core.registry import param
 from ttscale.core.types import Candidate, Completion, GenerationRequest
-from ttscale.strategies.voting import Aggregate, aggregate_steps, tally
-from ttscale.verifiers.math_answers import last_boxed
+from ttscale.strategies.voting import Aggregate, aggregate_steps, vote
 
 DEFAULT_DELIMITER = "\n\n"
 
@@ -114,7 +115,7 @@ class StepTree:
         self._detok: dict[tuple[str, tuple[int, ...]], str] = {}
         self.exhausted = False
         eng = ctx.engine
-        self._use_ids = bool(getattr(eng, "supports_token_ids", False)) and hasattr(eng, "detokenize")
+        self._use_ids = token_id_engine(eng) is not None
 
     # --- generation -----------------------------------------------------------------------------
     def prefix(self, node: Candidate | None) -> tuple[str, tuple[int, ...] | None]:
@@ -174,14 +175,14 @@ class StepTree:
     async def _hit_delimiter(self, c: Completion, name: str = "policy") -> bool | None:
         """True when the stop string ended this completion, False at EOS, None when unknown."""
         eng = self.ctx.engine_named(name)
-        if not c.token_ids or not (self._use_ids if name == "policy" else
-                                   getattr(eng, "supports_token_ids", False) and hasattr(eng, "detokenize")):
+        ids_eng = token_id_engine(eng)
+        if not c.token_ids or ids_eng is None or (name == "policy" and not self._use_ids):
             return None
         tail = tuple(c.token_ids[-4:])
         s = self._detok.get((name, tail))
         if s is None:
             try:
-                s = await asyncio.to_thread(eng.detokenize, tail)  # type: ignore[attr-defined]
+                s = await asyncio.to_thread(ids_eng.detokenize, tail)
             except Exception:  # an engine that cannot decode: fall back to the text rules
                 if name == "policy":
                     self._use_ids = False
@@ -234,9 +235,8 @@ class StepTree:
         """Per node: the score of its last step (a float), or all its step scores (a list)."""
         ctx = self.ctx
         v = ctx.verifier(self.p.verifier)
-        fn = getattr(v, "score_last_steps", None)
-        if callable(fn):
-            return [float(s) for s in await fn(ctx.problem, nodes, ctx)]
+        if isinstance(v, LastStepVerifier):
+            return [float(s) for s in await v.score_last_steps(ctx.problem, nodes, ctx)]
         steps = await v.score_steps(ctx.problem, nodes, ctx)
         return [list(map(float, s)) for s in steps]
 
@@ -293,15 +293,11 @@ async def weighted_select(ctx: Context, cands: Sequence[Candidate]) -> tuple[str
     wins and its best-scored member is chosen. Without any answer, the best-scored candidate."""
     if not cands:
         return None, None, {}
-    t = await tally(ctx, cands, [c.score or 0.0 for c in cands])
-    win = t.winner()
-    if win is None:
+    v = await vote(ctx, cands, [c.score or 0.0 for c in cands], pick=lambda members: by_score(members)[0])
+    if v.chosen is None:
         best = by_score(cands)[0]
         return best.answer, best, {}
-    members = [c for c, lab in zip(cands, t.labels, strict=True) if lab == win]
-    best = by_score(members)[0]
-    weights = {cands[t.first[k]].answer or "": round(v, 6) for k, v in t.weights.items()}
-    return best.answer, best, weights
+    return v.answer, v.chosen, v.votes
 
 
 def counts_over(total: int, k: int) -> list[int]:

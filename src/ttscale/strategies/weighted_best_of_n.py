@@ -11,17 +11,11 @@ from ttscale.core.context import Context
 from ttscale.core.types import Problem
 from ttscale.strategies.base import Outcome, strategy
 from ttscale.strategies.best_of_n import BestOfNParams, sample_and_score
-from ttscale.strategies.voting import tally
+from ttscale.strategies.voting import highest_score, vote
 
 
 @strategy("weighted_best_of_n", BestOfNParams, "verifier scores summed per answer; heaviest answer wins")
 async def weighted_best_of_n(problem: Problem, ctx: Context, p: BestOfNParams) -> Outcome:
     cands = await sample_and_score(ctx, p)
-    t = await tally(ctx, cands, [c.score or 0.0 for c in cands])
-    win = t.winner()
-    if win is None:
-        return Outcome(None, None, cands, {"weights": {}})
-    members = [i for i, lab in enumerate(t.labels) if lab == win]
-    best = max(members, key=lambda i: (cands[i].score or 0.0, -i))
-    weights = {cands[t.first[k]].answer or "": round(v, 6) for k, v in t.weights.items()}
-    return Outcome(cands[best].answer, cands[best], cands, {"weights": weights})
+    v = await vote(ctx, cands, [c.score or 0.0 for c in cands], pick=highest_score)
+    return Outcome(v.answer, v.chosen, cands, {"weights": v.votes})

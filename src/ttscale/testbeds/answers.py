@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ttscale.core.answer_text import last_boxed
 from ttscale.core.types import Problem
-from ttscale.verifiers.math_answers import last_boxed
 
 
 class StateAnswers:

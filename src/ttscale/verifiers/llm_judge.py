@@ -15,16 +15,16 @@ problem's verifier counters.
 from __future__ import annotations
 
 import asyncio
-import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ttscale.core.errors import ConfigError
+from ttscale.core.plugins import make_engine
 from ttscale.core.protocols import Engine, Verifier
 from ttscale.core.registry import check_template, param
-from ttscale.core.types import Candidate, Completion, GenerationRequest, Problem, TokenLogprob
+from ttscale.core.types import Candidate, Completion, GenerationRequest, Problem
+from ttscale.core.yes_no import parse_yes_no, yes_probability
 from ttscale.verifiers.base import verifier
 
 if TYPE_CHECKING:
@@ -42,47 +42,6 @@ DEFAULT_STEP_PROMPT = (
     "Steps so far:\n{steps}\n\n"
     "Is the last step correct? Answer Yes or No."
 )
-
-_STRIP = " \t\n\r\u0120\u2581.,:;!*\"'`()[]"  # spaces, BPE/SentencePiece space marks, punctuation
-_WORD_RE = re.compile(r"\b(yes|no|incorrect|correct)\b", re.IGNORECASE)
-
-
-def _token_word(token: str) -> str:
-    return token.strip(_STRIP).lower()
-
-
-def yes_probability(first: TokenLogprob) -> float | None:
-    """``P(yes) / (P(yes) + P(no))`` from one position's top-k logprobs (plus the sampled token),
-    summing variants such as "Yes", " yes", "YES"; None when neither word is there."""
-    seen: dict[str, float] = {tok: lp for tok, lp in first.top}
-    seen.setdefault(first.token, first.logprob)
-    p_yes = p_no = 0.0
-    for tok, lp in seen.items():
-        if lp is None or lp != lp:
-            continue
-        w = _token_word(tok)
-        if w == "yes":
-            p_yes += math.exp(lp)
-        elif w == "no":
-            p_no += math.exp(lp)
-    if p_yes + p_no <= 0.0:
-        return None
-    return p_yes / (p_yes + p_no)
-
-
-def parse_yes_no(text: str) -> float:
-    """1.0 for a yes (or "correct"), 0.0 for a no (or "incorrect"), 0.5 when neither is found.
-    Thinking before ``</think>`` is ignored; the first verdict word after it counts."""
-    cut = text.rfind("</think>")
-    if cut >= 0:
-        text = text[cut + len("</think>"):]
-    elif "<think>" in text:
-        return 0.5  # the judge never finished thinking
-    m = _WORD_RE.search(text)
-    if not m:
-        return 0.5
-    return 1.0 if m.group(1).lower() in ("yes", "correct") else 0.0
-
 
 @dataclass(frozen=True)
 class LLMJudgeParams:
@@ -185,8 +144,6 @@ def _first_token_yes(out: Sequence[Completion]) -> float | None:
 def make_llm_judge(engine: Engine, params: LLMJudgeParams) -> LLMJudge:
     if params.engine is None:
         return LLMJudge(engine, params)
-    from ttscale.engines.base import make_engine
-
     name, _, model = params.engine.partition(":")
     if not name:
         raise ConfigError(f"verifier 'llm_judge': engine={params.engine!r} should be NAME or NAME:MODEL")

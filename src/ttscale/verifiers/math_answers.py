@@ -25,6 +25,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from ttscale.core.answer_text import last_boxed
 from ttscale.core.types import Problem
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------------
 # extraction
 
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*(\{)?")
 _THINK_END = "</think>"
 _GSM_RE = re.compile(r"^\s*#{4}\s*(.+?)\s*$", re.MULTILINE)
 _ANSWER_RE = re.compile(
@@ -46,40 +46,6 @@ _NUM_THEN_WORDS = re.compile(
     r"^(?P<num>[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?)\s*(?:%|\\%)?\s+[A-Za-z]{2,}"
 )
 _INLINE_MATH = re.compile(r"\$\$?(.+?)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
-
-
-def _balanced(text: str, open_at: int) -> str | None:
-    """The content of the brace group opening at ``text[open_at] == "{"`` (None if unclosed)."""
-    depth = 0
-    i = open_at
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\":  # skip escaped characters such as \{ and \}
-            i += 2
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return text[open_at + 1 : i]
-        i += 1
-    return None
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces fine) or ``\\boxed 5``."""
-    found: str | None = None
-    for m in _BOX_RE.finditer(text):
-        if m.group(1):
-            content = _balanced(text, m.end() - 1)
-        else:  # "\boxed 5": up to the next space, "$" or end
-            tail = re.match(r"([^\s$]+)", text[m.end():])
-            content = tail.group(1) if tail else None
-        if content is not None and content.strip():
-            found = content.strip()
-    return found
 
 
 def _clean_phrase(rest: str) -> str | None:

@@ -28,6 +28,7 @@ from ttscale.core.registry import param
 from ttscale.core.types import Candidate, Problem
 from ttscale.strategies.base import Outcome, strategy
 from ttscale.strategies.stopping import Decision, adaptive_consistency_stop, margin_stop
+from ttscale.strategies.turn import Temperature, resolve_temperature
 from ttscale.strategies.voting import Tally, decide
 
 Rule = Callable[[list[int], int, list[int]], Decision]
@@ -36,7 +37,7 @@ generated tokens per answer class (aligned with ``counts``)."""
 
 
 async def sample_until(
-    ctx: Context, rule: Rule, *, batch: int, max_samples: int, temperature: float, top_p: float,
+    ctx: Context, rule: Rule, *, batch: int, max_samples: int, temperature: Temperature, top_p: float,
     max_tokens: int,
 ) -> Outcome:
     """Sample in waves of ``batch`` until ``rule`` says stop, ``max_samples`` are drawn or the
@@ -44,6 +45,10 @@ async def sample_until(
     cands: list[Candidate] = []
     reason, stat = "max_samples", 0.0
     labels: list[int | None] = []
+    try:
+        temperature = await resolve_temperature(ctx, temperature)
+    except BudgetExhausted:
+        return Outcome(None, None, [], {"samples": 0, "stop_reason": "budget", "stat": 0.0, "votes": {}})
     while len(cands) < max_samples:
         k = min(max(1, batch), max_samples - len(cands))
         try:
@@ -78,7 +83,7 @@ class AdaptiveConsistencyParams:
     max_samples: int = param(40, "cap on samples")
     min_samples: int = param(1, "never stop before this many samples")
     batch: int = param(1, "samples per wave (1 = one at a time, as in the paper)")
-    temperature: float = param(0.7, "sampling temperature")
+    temperature: Temperature = param(0.7, "sampling temperature, or turn (TURN: the entropy turning point)")
     top_p: float = param(1.0, "nucleus sampling")
     max_tokens: int = param(1024, "max generated tokens per solution")
 
@@ -101,7 +106,7 @@ class AdaptiveMarginParams:
     min_samples: int = param(3, "never stop before this many samples")
     max_samples: int = param(32, "cap on samples")
     batch: int = param(1, "samples per wave")
-    temperature: float = param(0.7, "sampling temperature")
+    temperature: Temperature = param(0.7, "sampling temperature, or turn (TURN: the entropy turning point)")
     top_p: float = param(1.0, "nucleus sampling")
     max_tokens: int = param(1024, "max generated tokens per solution")
 

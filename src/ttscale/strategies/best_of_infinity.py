@@ -26,6 +26,7 @@ from ttscale.core.types import Problem
 from ttscale.strategies.adaptive_consistency import sample_until
 from ttscale.strategies.base import Outcome, strategy
 from ttscale.strategies.stopping import Decision, best_of_infinity_stop, mc_rng
+from ttscale.strategies.turn import Temperature
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class BestOfInfinityParams:
     draws: int = param(1000, "Monte-Carlo draws from the Dirichlet posterior")
     unseen: float = param(0.3, "pseudo-votes of the unseen-answer bucket (0 = none)")
     batch: int = param(1, "samples per wave (1 = one at a time, as in the paper)")
-    temperature: float = param(0.7, "sampling temperature")
+    temperature: Temperature = param(0.7, "sampling temperature, or turn (TURN: the entropy turning point)")
     top_p: float = param(1.0, "nucleus sampling")
     max_tokens: int = param(1024, "max generated tokens per solution")
 

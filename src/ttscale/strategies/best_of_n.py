@@ -14,13 +14,14 @@ from ttscale.core.errors import BudgetExhausted
 from ttscale.core.registry import param
 from ttscale.core.types import Candidate, Problem
 from ttscale.strategies.base import Outcome, strategy
+from ttscale.strategies.turn import Temperature, resolve_temperature
 from ttscale.strategies.voting import Aggregate, scored
 
 
 @dataclass(frozen=True)
 class BestOfNParams:
     n: int = param(8, "number of sampled solutions")
-    temperature: float = param(0.7, "sampling temperature")
+    temperature: Temperature = param(0.7, "sampling temperature, or turn (TURN: the entropy turning point)")
     top_p: float = param(1.0, "nucleus sampling")
     max_tokens: int = param(1024, "max generated tokens per solution")
     verifier: str = param("llm_judge", "verifier that scores the solutions")
@@ -31,7 +32,8 @@ class BestOfNParams:
 async def sample_and_score(ctx: Context, p: BestOfNParams) -> list[Candidate]:
     """N samples (clipped to the budget; none if it is spent), each with a verifier score."""
     try:
-        cands = await ctx.sample(p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
+        t = await resolve_temperature(ctx, p.temperature)
+        cands = await ctx.sample(p.n, temperature=t, top_p=p.top_p, max_tokens=p.max_tokens,
                                  logprobs=p.logprobs or None)
     except BudgetExhausted:
         return []

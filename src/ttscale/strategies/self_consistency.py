@@ -14,13 +14,14 @@ from ttscale.core.errors import BudgetExhausted
 from ttscale.core.registry import param
 from ttscale.core.types import Problem
 from ttscale.strategies.base import Outcome, strategy
+from ttscale.strategies.turn import Temperature, resolve_temperature
 from ttscale.strategies.voting import vote
 
 
 @dataclass(frozen=True)
 class SelfConsistencyParams:
     n: int = param(8, "number of sampled solutions")
-    temperature: float = param(0.7, "sampling temperature")
+    temperature: Temperature = param(0.7, "sampling temperature, or turn (TURN: the entropy turning point)")
     top_p: float = param(1.0, "nucleus sampling")
     max_tokens: int = param(1024, "max generated tokens per solution")
 
@@ -28,7 +29,8 @@ class SelfConsistencyParams:
 @strategy("self_consistency", SelfConsistencyParams, "majority vote over N sampled solutions")
 async def self_consistency(problem: Problem, ctx: Context, p: SelfConsistencyParams) -> Outcome:
     try:
-        cands = await ctx.sample(p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens)
+        t = await resolve_temperature(ctx, p.temperature)
+        cands = await ctx.sample(p.n, temperature=t, top_p=p.top_p, max_tokens=p.max_tokens)
     except BudgetExhausted:
         return Outcome(None, None, [])
     v = await vote(ctx, cands)

@@ -40,6 +40,7 @@ from typing import Any
 
 from ttscale.core.budget import Budget
 from ttscale.core.errors import ConfigError
+from ttscale.core.io import jsonable
 
 SELECT_RULES = ("majority", "best_of_n", "weighted_best_of_n")
 """Selection rules a subsampled configuration can apply to the first k samples of a run."""
@@ -154,11 +155,6 @@ class Recipe:
 # labels
 
 
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=lambda o: dataclasses.asdict(o) if dataclasses.is_dataclass(o)
-                                  else list(o) if isinstance(o, tuple | set) else str(o)))
-
-
 def strategy_defaults(strategy: str) -> dict[str, Any] | None:
     """The default parameters of a registered strategy (JSON-ready); None when it is unknown."""
     from ttscale.strategies.base import load_strategies
@@ -167,7 +163,7 @@ def strategy_defaults(strategy: str) -> dict[str, Any] | None:
     if strategy not in reg:
         return None
     try:
-        return _jsonable(dataclasses.asdict(reg.get(strategy).params_cls()))
+        return jsonable(dataclasses.asdict(reg.get(strategy).params_cls()))
     except TypeError:  # a params class with required fields: no defaults to compare against
         return {}
 
@@ -188,7 +184,7 @@ def config_label(strategy: str, params: Mapping[str, Any], budget: Mapping[str, 
     differ from the defaults of ``defaults_of`` (default: ``strategy``) or are named in ``always``;
     a budget cap that is set is appended as ``budget.max_generations=4`` (and so on)."""
     defaults = strategy_defaults(defaults_of or strategy) or {}
-    params = _jsonable(dict(params))
+    params = jsonable(dict(params))
     parts = [strategy]
     for k in sorted(params):
         if k in always or k not in defaults or defaults[k] != params[k]:
@@ -412,7 +408,7 @@ def _parse_run(c: _Checker, w: str, r: Any, index: int, strategies: Any, verifie
         params = {**base, **dict(zip(keys, values, strict=True))}
         where = f"{w}.params" if not keys else f"{w}.grid ({', '.join(f'{k}={v!r}' for k, v in zip(keys, values, strict=True))})"
         checked = c.convert(where, params, lambda p=params: entry.make_params(p))
-        full = _jsonable(dataclasses.asdict(checked))
+        full = jsonable(dataclasses.asdict(checked))
         v = full.get("verifier")
         if isinstance(v, str) and v and v not in verifiers_reg:
             raise c.fail(f"{w}.params.verifier", v, f"unknown verifier; available: {', '.join(verifiers_reg.names())}")

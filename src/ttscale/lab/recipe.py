@@ -251,6 +251,11 @@ class _Checker:
             raise self.fail(where, value, f"must be >= {minimum}")
         return value
 
+    def unique_labels(self, where: str, labels: Sequence[str], why: str) -> None:
+        """Fail on the first label that appears twice."""
+        if len(set(labels)) != len(labels):
+            raise self.fail(where, next(x for x in labels if labels.count(x) > 1), why)
+
     def convert(self, where: str, value: Any, fn: Any) -> Any:
         try:
             return fn()
@@ -276,8 +281,6 @@ def load_recipe(path: str | Path) -> Recipe:
 
 def parse_recipe(data: Any, *, source: str = "recipe", default_name: str = "sweep") -> Recipe:
     """Validate a recipe mapping (see the module docstring) into a :class:`Recipe`."""
-    from ttscale.engines import load_engines
-    from ttscale.strategies.base import load_strategies
     from ttscale.verifiers import load_verifiers
 
     c = _Checker(source)
@@ -289,10 +292,38 @@ def parse_recipe(data: Any, *, source: str = "recipe", default_name: str = "swee
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise c.fail("name", name, "use letters, digits, '.', '_' and '-' only")
     out = Path(c.string("out", d["out"]) or "") if d.get("out") is not None else Path("runs/sweeps") / name
+    engines = _parse_engines(c, d.get("engines", [{"engine": "embedded"}]))
+    datasets = _parse_datasets(c, d.get("datasets", [{"dataset": "default"}]))
+
+    seeds = [c.integer(f"seeds[{i}]", s) for i, s in enumerate(c.seq("seeds", d.get("seeds", [0]),
+                                                                         allow_scalar=True))]
+    if len(set(seeds)) != len(seeds):
+        raise c.fail("seeds", d.get("seeds"), "a seed appears twice")
+
+    system_prompt = d.get("system_prompt")
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise c.fail("system_prompt", system_prompt, "must be a string ('' for no system prompt)")
+
+    verifiers_reg = load_verifiers()
+    verifiers = _parse_verifiers(c, d.get("verifiers"), verifiers_reg)
+    concurrency = c.integer("concurrency", d.get("concurrency", 16), minimum=1) or 16
+    if "runs" not in d:
+        raise c.fail("runs", None, "missing field: a list of {strategy, params, grid, budgets, subsample}")
+    configs = _parse_runs(c, d["runs"], verifiers_reg)
+
+    return Recipe(
+        name=name, out=out, engines=tuple(engines), datasets=tuple(datasets), seeds=tuple(seeds),  # type: ignore[arg-type]
+        configs=tuple(configs), system_prompt=system_prompt, verifiers=verifiers, concurrency=concurrency,
+        source=source,
+    )
+
+
+def _parse_engines(c: _Checker, raw: Any) -> list[EngineSpec]:
+    from ttscale.engines import load_engines
 
     engines_reg = load_engines()
     engines = []
-    for i, e in enumerate(c.seq("engines", d.get("engines", [{"engine": "embedded"}]), allow_scalar=True)):
+    for i, e in enumerate(c.seq("engines", raw, allow_scalar=True)):
         w = f"engines[{i}]"
         if isinstance(e, str):
             e = {"engine": e}
@@ -308,13 +339,13 @@ def parse_recipe(data: Any, *, source: str = "recipe", default_name: str = "swee
         eparams = c.free_mapping(f"{w}.params", e.get("params"))
         c.convert(f"{w}.params", eparams, lambda n=ename, p=eparams: engines_reg.get(n).make_params(p))
         engines.append(EngineSpec(ename, None if model is None else str(model), eparams))
-    labels = [x.label for x in engines]
-    if len(set(labels)) != len(labels):
-        dup = next(x for x in labels if labels.count(x) > 1)
-        raise c.fail("engines", dup, "the same engine and model appear twice")
+    c.unique_labels("engines", [x.label for x in engines], "the same engine and model appear twice")
+    return engines
 
+
+def _parse_datasets(c: _Checker, raw: Any) -> list[DatasetSpec]:
     datasets = []
-    for i, ds in enumerate(c.seq("datasets", d.get("datasets", [{"dataset": "default"}]), allow_scalar=True)):
+    for i, ds in enumerate(c.seq("datasets", raw, allow_scalar=True)):
         w = f"datasets[{i}]"
         if isinstance(ds, str):
             ds = {"dataset": ds}
@@ -330,23 +361,14 @@ def parse_recipe(data: Any, *, source: str = "recipe", default_name: str = "swee
             question_field=c.string(f"{w}.question_field", ds.get("question_field"), optional=True),
             answer_field=c.string(f"{w}.answer_field", ds.get("answer_field"), optional=True),
         ))
-    dlabels = [x.label for x in datasets]
-    if len(set(dlabels)) != len(dlabels):
-        dup = next(x for x in dlabels if dlabels.count(x) > 1)
-        raise c.fail("datasets", dup, "two datasets share this label; give one a distinct `name`")
+    c.unique_labels("datasets", [x.label for x in datasets],
+                    "two datasets share this label; give one a distinct `name`")
+    return datasets
 
-    seeds = [c.integer(f"seeds[{i}]", s) for i, s in enumerate(c.seq("seeds", d.get("seeds", [0]),
-                                                                         allow_scalar=True))]
-    if len(set(seeds)) != len(seeds):
-        raise c.fail("seeds", d.get("seeds"), "a seed appears twice")
 
-    system_prompt = d.get("system_prompt")
-    if system_prompt is not None and not isinstance(system_prompt, str):
-        raise c.fail("system_prompt", system_prompt, "must be a string ('' for no system prompt)")
-
-    verifiers_reg = load_verifiers()
+def _parse_verifiers(c: _Checker, raw: Any, verifiers_reg: Any) -> dict[str, dict[str, Any]]:
     verifiers: dict[str, dict[str, Any]] = {}
-    vraw = d.get("verifiers") or {}
+    vraw = raw or {}
     if isinstance(vraw, list | tuple):  # a plain list of names
         vraw = {v: {} for v in vraw}
     vraw = c.free_mapping("verifiers", vraw)
@@ -356,14 +378,15 @@ def parse_recipe(data: Any, *, source: str = "recipe", default_name: str = "swee
         vp = c.free_mapping(w, vparams)
         c.convert(w, vp, lambda n=vname, p=vp: verifiers_reg.get(n).make_params(p))
         verifiers[str(vname)] = vp
+    return verifiers
 
-    concurrency = c.integer("concurrency", d.get("concurrency", 16), minimum=1) or 16
 
-    if "runs" not in d:
-        raise c.fail("runs", None, "missing field: a list of {strategy, params, grid, budgets, subsample}")
+def _parse_runs(c: _Checker, raw: Any, verifiers_reg: Any) -> list[RunConfig]:
+    from ttscale.strategies.base import load_strategies
+
     strategies = load_strategies()
     configs: list[RunConfig] = []
-    for i, r in enumerate(c.seq("runs", d["runs"])):
+    for i, r in enumerate(c.seq("runs", raw)):
         configs.extend(_parse_run(c, f"runs[{i}]", r, i, strategies, verifiers_reg))
     seen: dict[str, str] = {}
     for cfg in configs:
@@ -372,12 +395,7 @@ def parse_recipe(data: Any, *, source: str = "recipe", default_name: str = "swee
             raise c.fail("runs", cfg.label, f"this configuration appears twice ({seen[key]} and "
                          f"runs[{cfg.run_index}])")
         seen[key] = f"runs[{cfg.run_index}]"
-
-    return Recipe(
-        name=name, out=out, engines=tuple(engines), datasets=tuple(datasets), seeds=tuple(seeds),  # type: ignore[arg-type]
-        configs=tuple(configs), system_prompt=system_prompt, verifiers=verifiers, concurrency=concurrency,
-        source=source,
-    )
+    return configs
 
 
 def _parse_run(c: _Checker, w: str, r: Any, index: int, strategies: Any, verifiers_reg: Any) -> list[RunConfig]:
@@ -414,35 +432,37 @@ def _parse_run(c: _Checker, w: str, r: Any, index: int, strategies: Any, verifie
             raise c.fail(f"{w}.params.verifier", v, f"unknown verifier; available: {', '.join(verifiers_reg.names())}")
         combos.append(full)
 
-    sub = None
-    if r.get("subsample") is not None:
-        sw = f"{w}.subsample"
-        s = c.mapping(sw, r["subsample"], SUBSAMPLE_KEYS)
-        rules_ok = SUBSAMPLE_SOURCES.get(sname)
-        if rules_ok is None:
-            raise c.fail(f"{w}.strategy", sname, "cannot be subsampled: its candidates are not i.i.d. samples; "
-                         f"subsampling works for {', '.join(SUBSAMPLE_SOURCES)}")
-        if "n" not in s:
-            raise c.fail(f"{sw}.n", None, "missing field: the sample counts k to derive, e.g. [1, 2, 4, 8]")
-        ks = [c.integer(f"{sw}.n[{j}]", k, minimum=1) for j, k in enumerate(c.seq(f"{sw}.n", s["n"],
-                                                                                     allow_scalar=True))]
-        if len(set(ks)) != len(ks):
-            raise c.fail(f"{sw}.n", s["n"], "a sample count appears twice")
-        for combo in combos:
-            n = combo.get("n")
-            bad = [k for k in ks if n is not None and k > n]  # type: ignore[operator]
-            if bad:
-                raise c.fail(f"{sw}.n", s["n"], f"k={bad[0]} is larger than the run's n={n}; "
-                             "a subsample can only use samples the run drew")
-        rules = c.seq(f"{sw}.select", s.get("select", list(rules_ok)), allow_scalar=True)
-        for j, rule in enumerate(rules):
-            if rule not in SELECT_RULES:
-                raise c.fail(f"{sw}.select[{j}]", rule, f"unknown selection rule; known: {', '.join(SELECT_RULES)}")
-            if rule not in rules_ok:
-                raise c.fail(f"{sw}.select[{j}]", rule, f"needs verifier scores, which {sname} does not "
-                             f"produce; {sname} supports: {', '.join(rules_ok)}")
-        if len(set(rules)) != len(rules):
-            raise c.fail(f"{sw}.select", rules, "a rule appears twice")
-        sub = Subsample(tuple(ks), tuple(rules))  # type: ignore[arg-type]
-
+    sub = None if r.get("subsample") is None else _parse_subsample(c, w, r["subsample"], sname, combos)
     return [RunConfig(sname, combo, b, sub, index) for combo in combos for b in budgets]
+
+
+def _parse_subsample(c: _Checker, w: str, raw: Any, sname: str, combos: Sequence[Mapping[str, Any]]) -> Subsample:
+    """The ``subsample`` entry of run ``w`` (strategy ``sname``, parameter combinations ``combos``)."""
+    sw = f"{w}.subsample"
+    s = c.mapping(sw, raw, SUBSAMPLE_KEYS)
+    rules_ok = SUBSAMPLE_SOURCES.get(sname)
+    if rules_ok is None:
+        raise c.fail(f"{w}.strategy", sname, "cannot be subsampled: its candidates are not i.i.d. samples; "
+                     f"subsampling works for {', '.join(SUBSAMPLE_SOURCES)}")
+    if "n" not in s:
+        raise c.fail(f"{sw}.n", None, "missing field: the sample counts k to derive, e.g. [1, 2, 4, 8]")
+    ks = [c.integer(f"{sw}.n[{j}]", k, minimum=1) for j, k in enumerate(c.seq(f"{sw}.n", s["n"],
+                                                                                 allow_scalar=True))]
+    if len(set(ks)) != len(ks):
+        raise c.fail(f"{sw}.n", s["n"], "a sample count appears twice")
+    for combo in combos:
+        n = combo.get("n")
+        bad = [k for k in ks if n is not None and k > n]  # type: ignore[operator]
+        if bad:
+            raise c.fail(f"{sw}.n", s["n"], f"k={bad[0]} is larger than the run's n={n}; "
+                         "a subsample can only use samples the run drew")
+    rules = c.seq(f"{sw}.select", s.get("select", list(rules_ok)), allow_scalar=True)
+    for j, rule in enumerate(rules):
+        if rule not in SELECT_RULES:
+            raise c.fail(f"{sw}.select[{j}]", rule, f"unknown selection rule; known: {', '.join(SELECT_RULES)}")
+        if rule not in rules_ok:
+            raise c.fail(f"{sw}.select[{j}]", rule, f"needs verifier scores, which {sname} does not "
+                         f"produce; {sname} supports: {', '.join(rules_ok)}")
+    if len(set(rules)) != len(rules):
+        raise c.fail(f"{sw}.select", rules, "a rule appears twice")
+    return Subsample(tuple(ks), tuple(rules))  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ import dataclasses
 import itertools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,6 +251,18 @@ class _Checker:
             raise self.fail(where, value, f"must be >= {minimum}")
         return value
 
+    def entries(self, where: str, raw: Any, keys: Sequence[str], name_key: str,
+                missing: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The entries of a list field (one scalar counts as a list of it), each as (its path, its
+        fields): a bare string stands for ``{name_key: string}``; each must be a mapping with ``keys``
+        that holds ``name_key`` (``missing`` says what that is). Lazy, so entries fail in order."""
+        for i, e in enumerate(self.seq(where, raw, allow_scalar=True)):
+            w = f"{where}[{i}]"
+            e = self.mapping(w, {name_key: e} if isinstance(e, str) else e, keys)
+            if name_key not in e:
+                raise self.fail(f"{w}.{name_key}", None, f"missing field ({missing})")
+            yield w, e
+
     def unique_labels(self, where: str, labels: Sequence[str], why: str) -> None:
         """Fail on the first label that appears twice."""
         if len(set(labels)) != len(labels):
@@ -323,14 +335,7 @@ def _parse_engines(c: _Checker, raw: Any) -> list[EngineSpec]:
 
     engines_reg = load_engines()
     engines = []
-    for i, e in enumerate(c.seq("engines", raw, allow_scalar=True)):
-        w = f"engines[{i}]"
-        if isinstance(e, str):
-            e = {"engine": e}
-        e = c.mapping(w, e, ENGINE_KEYS)
-        if "engine" not in e:
-            raise c.fail(f"{w}.engine", None, "missing field (an engine name: "
-                         f"{', '.join(engines_reg.names())})")
+    for w, e in c.entries("engines", raw, ENGINE_KEYS, "engine", f"an engine name: {', '.join(engines_reg.names())}"):
         ename = c.string(f"{w}.engine", e["engine"]) or ""
         c.convert(f"{w}.engine", ename, lambda n=ename: engines_reg.get(n))
         model = e.get("model")
@@ -345,13 +350,7 @@ def _parse_engines(c: _Checker, raw: Any) -> list[EngineSpec]:
 
 def _parse_datasets(c: _Checker, raw: Any) -> list[DatasetSpec]:
     datasets = []
-    for i, ds in enumerate(c.seq("datasets", raw, allow_scalar=True)):
-        w = f"datasets[{i}]"
-        if isinstance(ds, str):
-            ds = {"dataset": ds}
-        ds = c.mapping(w, ds, DATASET_KEYS)
-        if "dataset" not in ds:
-            raise c.fail(f"{w}.dataset", None, "missing field (a file, default, gsm8k, hf:NAME, rg:TASK, ...)")
+    for w, ds in c.entries("datasets", raw, DATASET_KEYS, "dataset", "a file, default, gsm8k, hf:NAME, rg:TASK, ..."):
         datasets.append(DatasetSpec(
             dataset=c.string(f"{w}.dataset", str(ds["dataset"])) or "",
             name=c.string(f"{w}.name", ds.get("name"), optional=True),

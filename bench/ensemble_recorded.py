@@ -2,10 +2,10 @@
 
 For every dataset with several recorded models (``analysis_<dataset>_<model>.jsonl`` in ``--data``:
 MATH-500 with 7 models, AIME 2024 with 11), the mixture weights that maximise large-N majority-vote
-accuracy are fitted by the MILP of :func:`ttscale.strategies.ensemble.fit_ensemble_weights` on the
+accuracy are fitted by the MILP of :func:`ttscale.lab.ensemble_weights.fit_ensemble_weights` on the
 problems with even ``problem_num`` and applied to the odd ones (and, as a second fold, the other way
 round). Large-N accuracy of a mixture = the share of problems whose gold answer has the highest
-weighted answer frequency (:func:`ttscale.strategies.ensemble.ensemble_accuracy`; ties are wrong);
+weighted answer frequency (:func:`ttscale.lab.ensemble_weights.ensemble_accuracy`; ties are wrong);
 for one model it is its majority vote at N → ∞ over its recorded samples.
 
 Baselines on the test half: the best single model picked on the fitting half (what one could deploy),
@@ -26,7 +26,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from ttscale.strategies.ensemble import ensemble_accuracy, fit_ensemble_weights, read_sample_table
+from ttscale.lab.ensemble_weights import ensemble_accuracy, fit_ensemble_weights, read_sample_table
 from ttscale.verifiers.math_answers import normalize_answer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,8 +14,8 @@ from ttscale.core.budget import Budget
 from ttscale.engines.ensemble import EnsembleEngine
 from ttscale.engines.replay import ReplayEngine
 from ttscale.engines.scripted import ScriptedEngine, ScriptedReply
+from ttscale.lab.ensemble_weights import ensemble_accuracy, fit_ensemble_weights
 from ttscale.strategies.base import load_strategies
-from ttscale.strategies.ensemble import ensemble_accuracy, fit_ensemble_weights
 from ttscale.strategies.stopping import (
     ac_probability,
     adaptive_consistency_stop,

@@ -24,7 +24,9 @@ from ttscale.lab.metrics import (
     passk_table,
     summarize_table,
 )
-from ttscale.lab.table_io import load_any, load_table, rows_from_results
+from ttscale.lab.recipe import config_label
+from ttscale.lab.sweep import summarize_by_seed
+from ttscale.lab.table_io import all_params_label, load_any, load_table, rows_from_results
 
 
 def row(pid, config="sc n=4", correct=True, seed=0, **kw):
@@ -139,6 +141,16 @@ def test_summarize_table_averages_seeds_per_problem():
     assert summ["bon n=4"]["accuracy"] == 0.0 and summ["bon n=4"]["generated_tokens_per_correct"] is None
 
 
+def test_summarize_by_seed_keeps_seeds_apart_where_summarize_table_pools_them():
+    rows = [row("1", seed=0, correct=True), row("2", seed=0, correct=False), row("1", seed=1, correct=False),
+            row("2", seed=1, correct=None, generated_tokens=50)]
+    per_seed = summarize_by_seed(rows)
+    assert [(s["seed"], s["problems"], s["accuracy"]) for s in per_seed] == [(0, 2, 0.5), (1, 2, 0.0)]
+    assert per_seed[1]["mean_generated_tokens"] == 75.0 and "acc_low" not in per_seed[0]
+    (pooled,) = summarize_table(rows)
+    assert pooled["rows"] == 4 and pooled["problems"] == 2 and pooled["accuracy"] == pytest.approx(0.25)
+
+
 def test_passk_table_from_largest_pools():
     rows = [row("1", cand_correct=[True, False, False, False], cand_answers=["5", "7", "7", "8"]),
             row("1", config="sc n=2", cand_correct=[True, True], cand_answers=["5", "5"]),
@@ -187,6 +199,9 @@ def test_rows_from_results_and_load_any(tmp_path):
                           {"answer": "4", "correct": False, "score": None}]}
     (r,) = rows_from_results([rec], dataset="gsm")
     assert r["config"] == "self_consistency n=2 temperature=0.7" and r["budget_n"] == 2
+    # results files label every parameter; sweep rows leave the strategy's defaults out
+    assert all_params_label("self_consistency", rec["params"]) == r["config"]
+    assert config_label("self_consistency", rec["params"]) == "self_consistency n=2"
     assert r["verifier_tokens"] == 4 and r["cand_answers"] == ["5", "4"] and r["sample_accuracy"] == 0.5
     f = tmp_path / "gsm__self_consistency__m__s1__abc.jsonl"
     f.write_text(json.dumps(rec) + "\n")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ttscale.core.errors import TtscaleError
+from ttscale.core.io import slug
 from ttscale.core.registry import parse_kv
 
 app = typer.Typer(
@@ -31,11 +31,6 @@ DEFAULT_LIMIT = 6
 @app.callback()
 def _main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks on errors")] = False) -> None:
     _state["debug"] = debug
-
-
-def _slug(s: str) -> str:
-    s = Path(s).stem if ("/" in s or s.endswith((".jsonl", ".json", ".gguf", ".csv", ".parquet"))) else s
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-") or "x"
 
 
 @app.command()
@@ -93,7 +88,7 @@ def run(
         key = json.dumps([json.loads(json.dumps(checked, default=lambda o: o.__dict__)), budget.to_dict()],
                          sort_keys=True)
         digest = hashlib.sha1(key.encode()).hexdigest()[:8]
-        out = Path("runs") / f"{_slug(ds.name)}__{strategy}__{_slug(eng.model)}__s{seed}__{digest}.jsonl"
+        out = Path("runs") / f"{slug(ds.name)}__{strategy}__{slug(eng.model)}__s{seed}__{digest}.jsonl"
 
     verifiers = {}
     for name in verifier or []:
@@ -174,7 +169,7 @@ def report(
     for r in rows:
         params = " ".join(f"{k}={_short(v)}" for k, v in r["params"].items())
         t.add_row(
-            r["strategy"], params, _slug(r["model"]), str(r["problems"]),
+            r["strategy"], params, slug(r["model"]), str(r["problems"]),
             pct(r["accuracy"]), pct(r["sample_accuracy"]), f"{r['mean_generated_tokens']:.0f}",
             f"{r['mean_prompt_tokens']:.0f}", f"{r['mean_verifier_tokens']:.0f}",
             f"{r['mean_generations']:.1f}", f"{r['mean_wall_time_s']:.1f}",

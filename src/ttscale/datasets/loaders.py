@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.core.errors import ConfigError
+from ttscale.core.io import read_jsonl, read_parquet
 from ttscale.core.protocols import Grader
 from ttscale.core.types import Problem
 from ttscale.datasets.presets import PRESETS, Preset, load_hf_rows, parse_hf_spec
@@ -79,26 +80,13 @@ def make_grader(dataset: Dataset | str, **params: Any) -> Grader:
 # reading files
 
 
-def _read_jsonl(path: Path) -> list[Any]:
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}: line {no} is not valid JSON ({e.msg})") from e
-    return rows
-
-
 def _read_json(path: Path) -> list[Any]:
     text = path.read_text(encoding="utf-8")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         try:  # a JSON-lines file named .json
-            return _read_jsonl(path)
+            return read_jsonl(path)
         except ConfigError:
             raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from e
     if isinstance(data, dict):
@@ -119,12 +107,6 @@ def _read_csv(path: Path) -> list[Any]:
         return [dict(r) for r in csv.DictReader(f)]
 
 
-def _read_parquet(path: Path) -> list[Any]:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path).to_pylist()
-
-
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
     """The rows of a data file as dicts (ConfigError naming the file on any problem)."""
     path = Path(path).expanduser()
@@ -138,11 +120,11 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise ConfigError(f"dataset path is not a file: {path}")
     reader = {
-        ".jsonl": _read_jsonl,
-        ".ndjson": _read_jsonl,
+        ".jsonl": read_jsonl,
+        ".ndjson": read_jsonl,
         ".json": _read_json,
         ".csv": _read_csv,
-        ".parquet": _read_parquet,
+        ".parquet": read_parquet,
     }[suffix]
     try:
         rows = reader(path)

@@ -1,7 +1,7 @@
 """Several engines as one proposer: each sample comes from engine k with probability w_k.
 
 Used by Best-of-∞'s weighted multi-model ensemble (weights from
-:func:`ttscale.strategies.ensemble.fit_ensemble_weights`). The engine choice for the j-th sample of
+:func:`ttscale.lab.ensemble_weights.fit_ensemble_weights`). The engine choice for the j-th sample of
 a problem in a run is drawn from ``random.Random(f"ensemble:{run_seed}:{problem_id}")`` in draw
 order, so it is reproducible and independent of how a strategy splits its requests. A request for
 n samples is split into one sub-request per chosen engine (sent concurrently) and the completions

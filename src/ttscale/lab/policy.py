@@ -231,47 +231,52 @@ def _held_out_curve(stats: Mapping[str, ConfigStats], choices: Mapping[Key, Mapp
     return out
 
 
-def fit_policy(rows: Sequence[Mapping[str, Any]], *, difficulty: DifficultyKind = "oracle",
-               bins: BinMethod = "quantile", n_bins: int = 5, seed: int = 0, probe_n: int = 4,
-               model: str | None = None, require_predicted: bool = True,
-               source: str = "") -> dict[str, Any]:
-    """Fit the compute-optimal policy (see the module docstring); returns the policy as a JSON-able
-    dict. ``require_predicted``: refuse (ConfigError) when the table has no verifier scores to put
-    predicted-difficulty edges in the policy (``compute_optimal`` needs them)."""
+def _rows_of_one_model(rows: Sequence[Mapping[str, Any]], model: str | None, where: str) -> Sequence[Mapping[str, Any]]:
+    """The rows of ``model`` (default: the table's only model)."""
     models = sorted({str(r["model"]) for r in rows})
     if model is not None:
         rows = [r for r in rows if str(r["model"]) == model]
         if not rows:
-            raise ConfigError(f"{source or 'table'}: no rows for model {model!r}; models: {', '.join(models)}")
+            raise ConfigError(f"{where}: no rows for model {model!r}; models: {', '.join(models)}")
     elif len(models) > 1:
-        raise ConfigError(f"{source or 'table'} holds several models ({', '.join(models)}): "
+        raise ConfigError(f"{where} holds several models ({', '.join(models)}): "
                           "a policy is fitted for one; pick it with --model")
     if not rows:
-        raise ConfigError(f"{source or 'table'}: no rows to fit a policy on")
-    stats = config_stats(rows)
+        raise ConfigError(f"{where}: no rows to fit a policy on")
+    return rows
+
+
+def _difficulties(rows: Sequence[Mapping[str, Any]], difficulty: DifficultyKind, probe_n: int,
+                  require_predicted: bool, where: str) -> tuple[dict[Key, float], dict[Key, float]]:
+    """Per problem: the difficulty the policy is fitted on, and the predicted difficulty that
+    ``compute_optimal`` bins new problems by (the same values when fitting on predicted)."""
     values = difficulty_values(rows, difficulty, probe_n)
     if not values:
         need = "graded candidates (cand_correct)" if difficulty == "oracle" else "verifier scores (cand_scores)"
-        raise ConfigError(f"{source or 'table'}: no problem has {need}, so {difficulty} difficulty is unknown")
-    if difficulty == "oracle":
-        pred_values = predicted_difficulty(rows, probe_n)
-        if not pred_values and require_predicted:
-            raise ConfigError(
-                f"{source or 'table'}: no candidate has a verifier score (cand_scores are all null), so the "
-                "policy cannot hold predicted-difficulty edges, which the compute_optimal strategy needs to "
-                "bin new problems. Sweep with a scoring strategy (best_of_n / weighted_best_of_n) first.")
-    else:
-        pred_values = values
-    budgets = sorted({s.budget_n for s in stats.values()})
-    problems = sorted(values)
+        raise ConfigError(f"{where}: no problem has {need}, so {difficulty} difficulty is unknown")
+    if difficulty != "oracle":
+        return values, values
+    pred_values = predicted_difficulty(rows, probe_n)
+    if not pred_values and require_predicted:
+        raise ConfigError(
+            f"{where}: no candidate has a verifier score (cand_scores are all null), so the "
+            "policy cannot hold predicted-difficulty edges, which the compute_optimal strategy needs to "
+            "bin new problems. Sweep with a scoring strategy (best_of_n / weighted_best_of_n) first.")
+    return values, pred_values
 
-    # --- 2-fold cross-validation -----------------------------------------------------------------
+
+def _cross_validate(stats: Mapping[str, ConfigStats], values: Mapping[Key, float], budgets: Sequence[int],
+                    bins: BinMethod, n_bins: int, seed: int,
+                    where: str) -> tuple[dict[Key, dict[int, str]], dict[int, list[float]]]:
+    """2-fold CV (module docstring): each problem's held-out choice per budget, and per budget the
+    accuracy of each fold."""
+    problems = sorted(values)
     folds = split_folds(problems, seed)
     cv_choice: dict[Key, dict[int, str]] = {}
     fold_acc: dict[int, list[float]] = {B: [] for B in budgets}
     for train, test in ((folds[0], folds[1]), (folds[1], folds[0])):
         if not train or not test:
-            raise ConfigError(f"{source or 'table'}: 2-fold cross-validation needs at least 2 problems "
+            raise ConfigError(f"{where}: 2-fold cross-validation needs at least 2 problems "
                               f"with a difficulty value, got {len(problems)}")
         binning, train_bins = make_bins({p: values[p] for p in train}, bins, n_bins)
         per_bin, overall = _fit_choices(stats, train_bins, binning.n_bins, budgets)
@@ -286,20 +291,26 @@ def fit_policy(rows: Sequence[Mapping[str, Any]], *, difficulty: DifficultyKind 
                     accs.append(s.acc[p])
             if accs:
                 fold_acc[B].append(fmean(accs))
+    return cv_choice, fold_acc
 
-    # --- final fit on all problems -----------------------------------------------------------------
-    binning, all_bins = make_bins(values, bins, n_bins)
-    per_bin, overall = _fit_choices(stats, all_bins, binning.n_bins, budgets)
-    pred_binning: Binning | None = None
-    if pred_values:
-        if difficulty == "predicted":
-            pred_binning = binning
-        else:  # same share of problems per bin as the oracle bins, on the verifier's own scale
-            both = {p: v for p, v in pred_values.items() if p in all_bins}
-            sizes = [sum(1 for p in both if all_bins[p] == b) for b in range(binning.n_bins)]
-            pred_binning = matched_bins(both or pred_values, sizes, binning.labels)
 
-    members = {b: [p for p in problems if all_bins[p] == b] for b in range(binning.n_bins)}
+def _predicted_binning(binning: Binning, all_bins: Mapping[Key, int], pred_values: Mapping[Key, float],
+                       difficulty: DifficultyKind) -> Binning | None:
+    """Edges on predicted difficulty: the policy's own when fitted on it, else the same share of
+    problems per bin as the oracle bins, on the verifier's own scale."""
+    if not pred_values:
+        return None
+    if difficulty == "predicted":
+        return binning
+    both = {p: v for p, v in pred_values.items() if p in all_bins}
+    sizes = [sum(1 for p in both if all_bins[p] == b) for b in range(binning.n_bins)]
+    return matched_bins(both or pred_values, sizes, binning.labels)
+
+
+def _policy_table(binning: Binning, members: Mapping[int, Sequence[Key]], budgets: Sequence[int],
+                  per_bin: Mapping[tuple[int, int], ConfigStats | None],
+                  overall: Mapping[int, ConfigStats | None]) -> list[dict[str, Any]]:
+    """One entry per (bin, budget); a bin without a choice falls back to the overall one."""
     table = []
     for b in range(binning.n_bins):
         for B in budgets:
@@ -307,6 +318,29 @@ def fit_policy(rows: Sequence[Mapping[str, Any]], *, difficulty: DifficultyKind 
             entry = _choice_entry(s if s is not None else overall[B], members[b])
             table.append({"bin": b, "label": binning.labels[b], "budget": B,
                           "fallback": s is None, **entry})
+    return table
+
+
+def fit_policy(rows: Sequence[Mapping[str, Any]], *, difficulty: DifficultyKind = "oracle",
+               bins: BinMethod = "quantile", n_bins: int = 5, seed: int = 0, probe_n: int = 4,
+               model: str | None = None, require_predicted: bool = True,
+               source: str = "") -> dict[str, Any]:
+    """Fit the compute-optimal policy (see the module docstring); returns the policy as a JSON-able
+    dict. ``require_predicted``: refuse (ConfigError) when the table has no verifier scores to put
+    predicted-difficulty edges in the policy (``compute_optimal`` needs them)."""
+    where = source or "table"
+    rows = _rows_of_one_model(rows, model, where)
+    stats = config_stats(rows)
+    values, pred_values = _difficulties(rows, difficulty, probe_n, require_predicted, where)
+    budgets = sorted({s.budget_n for s in stats.values()})
+    problems = sorted(values)
+    cv_choice, fold_acc = _cross_validate(stats, values, budgets, bins, n_bins, seed, where)
+
+    # --- final fit on all problems -----------------------------------------------------------------
+    binning, all_bins = make_bins(values, bins, n_bins)
+    per_bin, overall = _fit_choices(stats, all_bins, binning.n_bins, budgets)
+    pred_binning = _predicted_binning(binning, all_bins, pred_values, difficulty)
+    members = {b: [p for p in problems if all_bins[p] == b] for b in range(binning.n_bins)}
     cv_all = _held_out_curve(stats, cv_choice, problems, budgets)
     for pt in cv_all:
         pt["fold_accuracies"] = fold_acc[pt["budget"]]
@@ -329,7 +363,7 @@ def fit_policy(rows: Sequence[Mapping[str, Any]], *, difficulty: DifficultyKind 
         "binning": binning.to_dict(),
         "predicted_binning": pred_binning.to_dict() if pred_binning else None,
         "budgets": budgets,
-        "table": table,
+        "table": _policy_table(binning, members, budgets, per_bin, overall),
         "overall": [{"budget": B, **_choice_entry(overall[B], problems)} for B in budgets],
         "cv_curve": cv_all,
         "cv_by_bin": {str(b): _held_out_curve(stats, cv_choice, members[b], budgets) for b in range(binning.n_bins)},

@@ -33,13 +33,14 @@ import dataclasses
 import itertools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ttscale.core.budget import Budget
 from ttscale.core.errors import ConfigError
+from ttscale.core.io import jsonable
 
 SELECT_RULES = ("majority", "best_of_n", "weighted_best_of_n")
 """Selection rules a subsampled configuration can apply to the first k samples of a run."""
@@ -154,11 +155,6 @@ class Recipe:
 # labels
 
 
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=lambda o: dataclasses.asdict(o) if dataclasses.is_dataclass(o)
-                                  else list(o) if isinstance(o, tuple | set) else str(o)))
-
-
 def strategy_defaults(strategy: str) -> dict[str, Any] | None:
     """The default parameters of a registered strategy (JSON-ready); None when it is unknown."""
     from ttscale.strategies.base import load_strategies
@@ -167,7 +163,7 @@ def strategy_defaults(strategy: str) -> dict[str, Any] | None:
     if strategy not in reg:
         return None
     try:
-        return _jsonable(dataclasses.asdict(reg.get(strategy).params_cls()))
+        return jsonable(dataclasses.asdict(reg.get(strategy).params_cls()))
     except TypeError:  # a params class with required fields: no defaults to compare against
         return {}
 
@@ -188,7 +184,7 @@ def config_label(strategy: str, params: Mapping[str, Any], budget: Mapping[str, 
     differ from the defaults of ``defaults_of`` (default: ``strategy``) or are named in ``always``;
     a budget cap that is set is appended as ``budget.max_generations=4`` (and so on)."""
     defaults = strategy_defaults(defaults_of or strategy) or {}
-    params = _jsonable(dict(params))
+    params = jsonable(dict(params))
     parts = [strategy]
     for k in sorted(params):
         if k in always or k not in defaults or defaults[k] != params[k]:
@@ -255,6 +251,23 @@ class _Checker:
             raise self.fail(where, value, f"must be >= {minimum}")
         return value
 
+    def entries(self, where: str, raw: Any, keys: Sequence[str], name_key: str,
+                missing: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The entries of a list field (one scalar counts as a list of it), each as (its path, its
+        fields): a bare string stands for ``{name_key: string}``; each must be a mapping with ``keys``
+        that holds ``name_key`` (``missing`` says what that is). Lazy, so entries fail in order."""
+        for i, e in enumerate(self.seq(where, raw, allow_scalar=True)):
+            w = f"{where}[{i}]"
+            e = self.mapping(w, {name_key: e} if isinstance(e, str) else e, keys)
+            if name_key not in e:
+                raise self.fail(f"{w}.{name_key}", None, f"missing field ({missing})")
+            yield w, e
+
+    def unique_labels(self, where: str, labels: Sequence[str], why: str) -> None:
+        """Fail on the first label that appears twice."""
+        if len(set(labels)) != len(labels):
+            raise self.fail(where, next(x for x in labels if labels.count(x) > 1), why)
+
     def convert(self, where: str, value: Any, fn: Any) -> Any:
         try:
             return fn()
@@ -280,8 +293,6 @@ def load_recipe(path: str | Path) -> Recipe:
 
 def parse_recipe(data: Any, *, source: str = "recipe", default_name: str = "sweep") -> Recipe:
     """Validate a recipe mapping (see the module docstring) into a :class:`Recipe`."""
-    from ttscale.engines import load_engines
-    from ttscale.strategies.base import load_strategies
     from ttscale.verifiers import load_verifiers
 
     c = _Checker(source)
@@ -293,51 +304,8 @@ def parse_recipe(data: Any, *, source: str = "recipe", default_name: str = "swee
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise c.fail("name", name, "use letters, digits, '.', '_' and '-' only")
     out = Path(c.string("out", d["out"]) or "") if d.get("out") is not None else Path("runs/sweeps") / name
-
-    engines_reg = load_engines()
-    engines = []
-    for i, e in enumerate(c.seq("engines", d.get("engines", [{"engine": "embedded"}]), allow_scalar=True)):
-        w = f"engines[{i}]"
-        if isinstance(e, str):
-            e = {"engine": e}
-        e = c.mapping(w, e, ENGINE_KEYS)
-        if "engine" not in e:
-            raise c.fail(f"{w}.engine", None, "missing field (an engine name: "
-                         f"{', '.join(engines_reg.names())})")
-        ename = c.string(f"{w}.engine", e["engine"]) or ""
-        c.convert(f"{w}.engine", ename, lambda n=ename: engines_reg.get(n))
-        model = e.get("model")
-        if model is not None and not isinstance(model, str | int | float):
-            raise c.fail(f"{w}.model", model, "must be a string")
-        eparams = c.free_mapping(f"{w}.params", e.get("params"))
-        c.convert(f"{w}.params", eparams, lambda n=ename, p=eparams: engines_reg.get(n).make_params(p))
-        engines.append(EngineSpec(ename, None if model is None else str(model), eparams))
-    labels = [x.label for x in engines]
-    if len(set(labels)) != len(labels):
-        dup = next(x for x in labels if labels.count(x) > 1)
-        raise c.fail("engines", dup, "the same engine and model appear twice")
-
-    datasets = []
-    for i, ds in enumerate(c.seq("datasets", d.get("datasets", [{"dataset": "default"}]), allow_scalar=True)):
-        w = f"datasets[{i}]"
-        if isinstance(ds, str):
-            ds = {"dataset": ds}
-        ds = c.mapping(w, ds, DATASET_KEYS)
-        if "dataset" not in ds:
-            raise c.fail(f"{w}.dataset", None, "missing field (a file, default, gsm8k, hf:NAME, rg:TASK, ...)")
-        datasets.append(DatasetSpec(
-            dataset=c.string(f"{w}.dataset", str(ds["dataset"])) or "",
-            name=c.string(f"{w}.name", ds.get("name"), optional=True),
-            limit=c.integer(f"{w}.limit", ds.get("limit"), minimum=1, optional=True),
-            split=c.string(f"{w}.split", ds.get("split"), optional=True),
-            seed=c.integer(f"{w}.seed", ds.get("seed", 0)) or 0,
-            question_field=c.string(f"{w}.question_field", ds.get("question_field"), optional=True),
-            answer_field=c.string(f"{w}.answer_field", ds.get("answer_field"), optional=True),
-        ))
-    dlabels = [x.label for x in datasets]
-    if len(set(dlabels)) != len(dlabels):
-        dup = next(x for x in dlabels if dlabels.count(x) > 1)
-        raise c.fail("datasets", dup, "two datasets share this label; give one a distinct `name`")
+    engines = _parse_engines(c, d.get("engines", [{"engine": "embedded"}]))
+    datasets = _parse_datasets(c, d.get("datasets", [{"dataset": "default"}]))
 
     seeds = [c.integer(f"seeds[{i}]", s) for i, s in enumerate(c.seq("seeds", d.get("seeds", [0]),
                                                                          allow_scalar=True))]
@@ -349,8 +317,57 @@ def parse_recipe(data: Any, *, source: str = "recipe", default_name: str = "swee
         raise c.fail("system_prompt", system_prompt, "must be a string ('' for no system prompt)")
 
     verifiers_reg = load_verifiers()
+    verifiers = _parse_verifiers(c, d.get("verifiers"), verifiers_reg)
+    concurrency = c.integer("concurrency", d.get("concurrency", 16), minimum=1) or 16
+    if "runs" not in d:
+        raise c.fail("runs", None, "missing field: a list of {strategy, params, grid, budgets, subsample}")
+    configs = _parse_runs(c, d["runs"], verifiers_reg)
+
+    return Recipe(
+        name=name, out=out, engines=tuple(engines), datasets=tuple(datasets), seeds=tuple(seeds),  # type: ignore[arg-type]
+        configs=tuple(configs), system_prompt=system_prompt, verifiers=verifiers, concurrency=concurrency,
+        source=source,
+    )
+
+
+def _parse_engines(c: _Checker, raw: Any) -> list[EngineSpec]:
+    from ttscale.engines import load_engines
+
+    engines_reg = load_engines()
+    engines = []
+    for w, e in c.entries("engines", raw, ENGINE_KEYS, "engine", f"an engine name: {', '.join(engines_reg.names())}"):
+        ename = c.string(f"{w}.engine", e["engine"]) or ""
+        c.convert(f"{w}.engine", ename, lambda n=ename: engines_reg.get(n))
+        model = e.get("model")
+        if model is not None and not isinstance(model, str | int | float):
+            raise c.fail(f"{w}.model", model, "must be a string")
+        eparams = c.free_mapping(f"{w}.params", e.get("params"))
+        c.convert(f"{w}.params", eparams, lambda n=ename, p=eparams: engines_reg.get(n).make_params(p))
+        engines.append(EngineSpec(ename, None if model is None else str(model), eparams))
+    c.unique_labels("engines", [x.label for x in engines], "the same engine and model appear twice")
+    return engines
+
+
+def _parse_datasets(c: _Checker, raw: Any) -> list[DatasetSpec]:
+    datasets = []
+    for w, ds in c.entries("datasets", raw, DATASET_KEYS, "dataset", "a file, default, gsm8k, hf:NAME, rg:TASK, ..."):
+        datasets.append(DatasetSpec(
+            dataset=c.string(f"{w}.dataset", str(ds["dataset"])) or "",
+            name=c.string(f"{w}.name", ds.get("name"), optional=True),
+            limit=c.integer(f"{w}.limit", ds.get("limit"), minimum=1, optional=True),
+            split=c.string(f"{w}.split", ds.get("split"), optional=True),
+            seed=c.integer(f"{w}.seed", ds.get("seed", 0)) or 0,
+            question_field=c.string(f"{w}.question_field", ds.get("question_field"), optional=True),
+            answer_field=c.string(f"{w}.answer_field", ds.get("answer_field"), optional=True),
+        ))
+    c.unique_labels("datasets", [x.label for x in datasets],
+                    "two datasets share this label; give one a distinct `name`")
+    return datasets
+
+
+def _parse_verifiers(c: _Checker, raw: Any, verifiers_reg: Any) -> dict[str, dict[str, Any]]:
     verifiers: dict[str, dict[str, Any]] = {}
-    vraw = d.get("verifiers") or {}
+    vraw = raw or {}
     if isinstance(vraw, list | tuple):  # a plain list of names
         vraw = {v: {} for v in vraw}
     vraw = c.free_mapping("verifiers", vraw)
@@ -360,14 +377,15 @@ def parse_recipe(data: Any, *, source: str = "recipe", default_name: str = "swee
         vp = c.free_mapping(w, vparams)
         c.convert(w, vp, lambda n=vname, p=vp: verifiers_reg.get(n).make_params(p))
         verifiers[str(vname)] = vp
+    return verifiers
 
-    concurrency = c.integer("concurrency", d.get("concurrency", 16), minimum=1) or 16
 
-    if "runs" not in d:
-        raise c.fail("runs", None, "missing field: a list of {strategy, params, grid, budgets, subsample}")
+def _parse_runs(c: _Checker, raw: Any, verifiers_reg: Any) -> list[RunConfig]:
+    from ttscale.strategies.base import load_strategies
+
     strategies = load_strategies()
     configs: list[RunConfig] = []
-    for i, r in enumerate(c.seq("runs", d["runs"])):
+    for i, r in enumerate(c.seq("runs", raw)):
         configs.extend(_parse_run(c, f"runs[{i}]", r, i, strategies, verifiers_reg))
     seen: dict[str, str] = {}
     for cfg in configs:
@@ -376,12 +394,7 @@ def parse_recipe(data: Any, *, source: str = "recipe", default_name: str = "swee
             raise c.fail("runs", cfg.label, f"this configuration appears twice ({seen[key]} and "
                          f"runs[{cfg.run_index}])")
         seen[key] = f"runs[{cfg.run_index}]"
-
-    return Recipe(
-        name=name, out=out, engines=tuple(engines), datasets=tuple(datasets), seeds=tuple(seeds),  # type: ignore[arg-type]
-        configs=tuple(configs), system_prompt=system_prompt, verifiers=verifiers, concurrency=concurrency,
-        source=source,
-    )
+    return configs
 
 
 def _parse_run(c: _Checker, w: str, r: Any, index: int, strategies: Any, verifiers_reg: Any) -> list[RunConfig]:
@@ -412,41 +425,43 @@ def _parse_run(c: _Checker, w: str, r: Any, index: int, strategies: Any, verifie
         params = {**base, **dict(zip(keys, values, strict=True))}
         where = f"{w}.params" if not keys else f"{w}.grid ({', '.join(f'{k}={v!r}' for k, v in zip(keys, values, strict=True))})"
         checked = c.convert(where, params, lambda p=params: entry.make_params(p))
-        full = _jsonable(dataclasses.asdict(checked))
+        full = jsonable(dataclasses.asdict(checked))
         v = full.get("verifier")
         if isinstance(v, str) and v and v not in verifiers_reg:
             raise c.fail(f"{w}.params.verifier", v, f"unknown verifier; available: {', '.join(verifiers_reg.names())}")
         combos.append(full)
 
-    sub = None
-    if r.get("subsample") is not None:
-        sw = f"{w}.subsample"
-        s = c.mapping(sw, r["subsample"], SUBSAMPLE_KEYS)
-        rules_ok = SUBSAMPLE_SOURCES.get(sname)
-        if rules_ok is None:
-            raise c.fail(f"{w}.strategy", sname, "cannot be subsampled: its candidates are not i.i.d. samples; "
-                         f"subsampling works for {', '.join(SUBSAMPLE_SOURCES)}")
-        if "n" not in s:
-            raise c.fail(f"{sw}.n", None, "missing field: the sample counts k to derive, e.g. [1, 2, 4, 8]")
-        ks = [c.integer(f"{sw}.n[{j}]", k, minimum=1) for j, k in enumerate(c.seq(f"{sw}.n", s["n"],
-                                                                                     allow_scalar=True))]
-        if len(set(ks)) != len(ks):
-            raise c.fail(f"{sw}.n", s["n"], "a sample count appears twice")
-        for combo in combos:
-            n = combo.get("n")
-            bad = [k for k in ks if n is not None and k > n]  # type: ignore[operator]
-            if bad:
-                raise c.fail(f"{sw}.n", s["n"], f"k={bad[0]} is larger than the run's n={n}; "
-                             "a subsample can only use samples the run drew")
-        rules = c.seq(f"{sw}.select", s.get("select", list(rules_ok)), allow_scalar=True)
-        for j, rule in enumerate(rules):
-            if rule not in SELECT_RULES:
-                raise c.fail(f"{sw}.select[{j}]", rule, f"unknown selection rule; known: {', '.join(SELECT_RULES)}")
-            if rule not in rules_ok:
-                raise c.fail(f"{sw}.select[{j}]", rule, f"needs verifier scores, which {sname} does not "
-                             f"produce; {sname} supports: {', '.join(rules_ok)}")
-        if len(set(rules)) != len(rules):
-            raise c.fail(f"{sw}.select", rules, "a rule appears twice")
-        sub = Subsample(tuple(ks), tuple(rules))  # type: ignore[arg-type]
-
+    sub = None if r.get("subsample") is None else _parse_subsample(c, w, r["subsample"], sname, combos)
     return [RunConfig(sname, combo, b, sub, index) for combo in combos for b in budgets]
+
+
+def _parse_subsample(c: _Checker, w: str, raw: Any, sname: str, combos: Sequence[Mapping[str, Any]]) -> Subsample:
+    """The ``subsample`` entry of run ``w`` (strategy ``sname``, parameter combinations ``combos``)."""
+    sw = f"{w}.subsample"
+    s = c.mapping(sw, raw, SUBSAMPLE_KEYS)
+    rules_ok = SUBSAMPLE_SOURCES.get(sname)
+    if rules_ok is None:
+        raise c.fail(f"{w}.strategy", sname, "cannot be subsampled: its candidates are not i.i.d. samples; "
+                     f"subsampling works for {', '.join(SUBSAMPLE_SOURCES)}")
+    if "n" not in s:
+        raise c.fail(f"{sw}.n", None, "missing field: the sample counts k to derive, e.g. [1, 2, 4, 8]")
+    ks = [c.integer(f"{sw}.n[{j}]", k, minimum=1) for j, k in enumerate(c.seq(f"{sw}.n", s["n"],
+                                                                                 allow_scalar=True))]
+    if len(set(ks)) != len(ks):
+        raise c.fail(f"{sw}.n", s["n"], "a sample count appears twice")
+    for combo in combos:
+        n = combo.get("n")
+        bad = [k for k in ks if n is not None and k > n]  # type: ignore[operator]
+        if bad:
+            raise c.fail(f"{sw}.n", s["n"], f"k={bad[0]} is larger than the run's n={n}; "
+                         "a subsample can only use samples the run drew")
+    rules = c.seq(f"{sw}.select", s.get("select", list(rules_ok)), allow_scalar=True)
+    for j, rule in enumerate(rules):
+        if rule not in SELECT_RULES:
+            raise c.fail(f"{sw}.select[{j}]", rule, f"unknown selection rule; known: {', '.join(SELECT_RULES)}")
+        if rule not in rules_ok:
+            raise c.fail(f"{sw}.select[{j}]", rule, f"needs verifier scores, which {sname} does not "
+                         f"produce; {sname} supports: {', '.join(rules_ok)}")
+    if len(set(rules)) != len(rules):
+        raise c.fail(f"{sw}.select", rules, "a rule appears twice")
+    return Subsample(tuple(ks), tuple(rules))  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ttscale.core.budget import Budget, CostMeter
 from ttscale.core.context import Context
 from ttscale.core.errors import ConfigError
+from ttscale.core.io import jsonable
 from ttscale.core.protocols import AnswerSpace, Engine, Grader, Verifier
 from ttscale.core.types import Problem, Result
 from ttscale.strategies.base import Outcome, load_strategies
@@ -53,12 +54,6 @@ class RunSummary:
     @property
     def accuracy(self) -> float | None:
         return self.correct / self.graded if self.graded else None
-
-
-def _jsonable(obj: Any) -> Any:
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return asdict(obj)
-    return obj
 
 
 def read_results(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -122,7 +117,7 @@ class Runner:
 
     @property
     def params_dict(self) -> dict[str, Any]:
-        return _jsonable(self.params)
+        return jsonable(self.params)
 
     async def solve(self, problem: Problem) -> Result:
         """Run the strategy on one problem and grade it. Does not write anything."""

@@ -21,7 +21,6 @@ import asyncio
 import hashlib
 import json
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from statistics import fmean
 from typing import Any
 
 from ttscale.core.errors import ConfigError
+from ttscale.core.io import read_jsonl, read_parquet, slug
 from ttscale.core.protocols import AnswerSpace, Engine, Verifier
 from ttscale.lab.recipe import DatasetSpec, EngineSpec, Recipe, RunConfig, Subsample, config_label
 from ttscale.lab.runner import RunSummary, read_results
@@ -73,12 +73,6 @@ class PlannedRun:
     path: Path
 
 
-def _slug(s: str) -> str:
-    if "/" in s or s.endswith((".jsonl", ".json", ".gguf", ".csv", ".parquet")):
-        s = Path(s).stem
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-") or "x"
-
-
 def plan(recipe: Recipe, out: Path | None = None) -> list[PlannedRun]:
     """Every run of the recipe, in execution order: engine, dataset, configuration (grid × budget),
     seed. ``out`` overrides the recipe's output directory."""
@@ -94,8 +88,8 @@ def plan(recipe: Recipe, out: Path | None = None) -> list[PlannedRun]:
                         "system_prompt": recipe.system_prompt, "verifiers": recipe.verifiers,
                     }, sort_keys=True, default=str)
                     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-                    model = _slug(eng.model) if eng.model else "default"
-                    name = f"{_slug(ds.label)}__{eng.engine}-{model}__{cfg.strategy}__s{seed}__{digest}.jsonl"
+                    model = slug(eng.model) if eng.model else "default"
+                    name = f"{slug(ds.label)}__{eng.engine}-{model}__{cfg.strategy}__s{seed}__{digest}.jsonl"
                     runs.append(PlannedRun(len(runs), eng, ds, cfg, seed, root / "runs" / name))
     return runs
 
@@ -343,16 +337,13 @@ def read_table(path: str | Path) -> list[dict[str, Any]]:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"sweep table {p} does not exist")
-    if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(p).to_pylist()
-    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_parquet(p) if p.suffix == ".parquet" else read_jsonl(p)
 
 
-def summarize_table(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def summarize_by_seed(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One line per (dataset, engine, model, configuration, seed), in table order: problems,
-    accuracy over graded problems, mean generated tokens and generations."""
+    accuracy over graded problems, mean generated tokens and generations (the sweep command's
+    printout; :func:`ttscale.lab.metrics.summarize_table` pools seeds and adds intervals)."""
     groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
     for r in rows:
         key = (r["dataset"], r["engine"], r["model"], r["config"], r["seed"])

@@ -26,7 +26,7 @@ def sweep_command(
     from ttscale.core.errors import ConfigError
     from ttscale.lab.recipe import load_recipe
     from ttscale.lab.runner import read_results
-    from ttscale.lab.sweep import PlannedRun, derived_config, plan, run_sweep, summarize_table
+    from ttscale.lab.sweep import PlannedRun, derived_config, plan, run_sweep, summarize_by_seed
 
     console = Console(width=None if sys.stdout.isatty() else 200)
     if dry_run and table_only:
@@ -62,7 +62,7 @@ def sweep_command(
     t = Table(title=f"sweep {rec.name} (means per problem)")
     for col in ("dataset", "model", "config", "seed", "problems", "accuracy", "gen tok", "gens"):
         t.add_column(col, overflow="fold")
-    for s in summarize_table(res.rows):
+    for s in summarize_by_seed(res.rows):
         model = Path(s["model"]).name if "/" in s["model"] else s["model"]
         t.add_row(s["dataset"], model, s["config"], str(s["seed"]), str(s["problems"]), _pct(s["accuracy"]),
                   f"{s['mean_generated_tokens']:.0f}", f"{s['mean_generations']:.1f}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.core.errors import ConfigError
+from ttscale.core.io import read_jsonl, read_parquet
 
 REQUIRED = ("dataset", "problem_id", "model", "strategy", "config", "budget_n", "correct")
 """Columns every analysis needs."""
@@ -29,8 +30,10 @@ OPTIONAL: dict[str, Any] = {
 extension: the candidates' answers, used for maj@k)."""
 
 
-def config_label(strategy: str, params: Mapping[str, Any]) -> str:
-    """``"strategy k=v ..."`` with the keys sorted (the label used for results files)."""
+def all_params_label(strategy: str, params: Mapping[str, Any]) -> str:
+    """``"strategy k=v ..."`` with every parameter, keys sorted, values as ``str`` (the label of a
+    ``ttscale run`` results file's configuration; sweep rows use the shorter
+    :func:`ttscale.lab.recipe.config_label`, which leaves out defaults)."""
     return " ".join([strategy, *(f"{k}={params[k]}" for k in sorted(params))])
 
 
@@ -67,32 +70,6 @@ def _normalise(row: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise ConfigError(f"cannot read table {path}: {e.strerror}") from e
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: line {i} is not valid JSON: {e.msg}") from e
-    return rows
-
-
-def _read_parquet(path: Path) -> list[dict[str, Any]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_table(path).to_pylist()
-    except (OSError, pa.ArrowException) as e:
-        raise ConfigError(f"cannot read parquet table {path}: {e}") from e
-
-
 def load_table(path_or_dir: str | Path) -> list[dict[str, Any]]:
     """The rows of a tidy sweep table: a sweep output folder (its ``table.jsonl``, else its
     ``table.parquet``), a ``.jsonl`` file or a ``.parquet`` file. Missing optional columns get
@@ -106,7 +83,7 @@ def load_table(path_or_dir: str | Path) -> list[dict[str, Any]]:
         raise ConfigError(f"{p} holds no table.jsonl or table.parquet (is it a `ttscale sweep` output folder?)")
     if not p.exists():
         raise ConfigError(f"table {p} does not exist")
-    raw = _read_parquet(p) if p.suffix == ".parquet" else _read_jsonl(p)
+    raw = read_parquet(p) if p.suffix == ".parquet" else read_jsonl(p)
     if not raw:
         raise ConfigError(f"table {p} holds no rows")
     return [_normalise(r, f"{p} row {i + 1}") for i, r in enumerate(raw)]
@@ -126,7 +103,7 @@ def _budget_n(r: Mapping[str, Any]) -> int:
 def rows_from_results(records: Iterable[Mapping[str, Any]], dataset: str = "") -> list[dict[str, Any]]:
     """Tidy rows from ``ttscale run`` results records. ``budget_n`` is the ``n`` (or
     ``max_samples``) parameter, else the budget's ``max_generations``, else the generations spent;
-    ``config`` is :func:`config_label`; ``dataset`` is what the caller passes (:func:`load_any`
+    ``config`` is :func:`all_params_label`; ``dataset`` is what the caller passes (:func:`load_any`
     uses the part of the file name before ``__``, the dataset slug of ``ttscale run``'s default
     names, else ``"results"``, so that one dataset's runs line up problem by problem)."""
     from ttscale.lab.sweep import run_row
@@ -134,7 +111,7 @@ def rows_from_results(records: Iterable[Mapping[str, Any]], dataset: str = "") -
     rows = []
     for r in records:
         row = run_row(r, sweep="", dataset=dataset)
-        row["config"] = config_label(r.get("strategy", ""), dict(r.get("params") or {}))
+        row["config"] = all_params_label(r.get("strategy", ""), dict(r.get("params") or {}))
         row["budget_n"] = _budget_n(r)
         rows.append(row)
     return rows

@@ -11,7 +11,7 @@ holds ``samples``, ``stop_reason`` and the last Bayes factor (``stat``).
 
 With the replay engine, ``max_samples`` must not exceed the recorded samples per problem (80 on
 most recorded files). The weighted multi-model ensemble of the paper is
-:func:`ttscale.strategies.ensemble.fit_ensemble_weights` (MILP) plus
+:func:`ttscale.lab.ensemble_weights.fit_ensemble_weights` (MILP) plus
 :class:`ttscale.engines.ensemble.EnsembleEngine` (several engines as one proposer): run this
 strategy on an ``EnsembleEngine`` to use it.
 """

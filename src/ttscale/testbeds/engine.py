@@ -25,16 +25,12 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ttscale.core.errors import ConfigError
 from ttscale.core.types import Completion, GenerationRequest, Problem
 from ttscale.testbeds.metastable import MetastableChain
-
-if TYPE_CHECKING:
-    from ttscale.core.types import Candidate
 
 DELIMITER = "\n\n"
 _ARROW = re.compile(r"->\s*([A-Za-z_][A-Za-z0-9_]*)")
@@ -130,11 +126,6 @@ class ChainEngine:
 
     async def aclose(self) -> None:
         return None
-
-
-def candidate_path(chain: MetastableChain, cand: Candidate) -> list[int]:
-    """The state path of a candidate solution."""
-    return parse_path(chain, cand.text)
 
 
 def distilled_engine(chains: Mapping[str, MetastableChain], tilt: np.ndarray, **kw: object) -> ChainEngine:

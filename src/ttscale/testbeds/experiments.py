@@ -83,6 +83,14 @@ def _plt():  # type: ignore[no-untyped-def]
     return plt
 
 
+def _save_figure(plt: Any, fig: Any, out_dir: Path, name: str, **layout: Any) -> None:
+    """Lay out ``fig``, write it as ``<out_dir>/<name>.png`` (120 dpi) and close it."""
+    fig.tight_layout(**layout)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_dir / f"{name}.png", dpi=120)
+    plt.close(fig)
+
+
 def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
     """Least-squares slope of log y on log x."""
     return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
@@ -194,10 +202,7 @@ def hitting_time(seed: int = 0, out_dir: Path = OUT_DIR, *, quick: bool = False)
     ax.set_title(f"Metastable chain K={K}, m={m}: hitting time (N={n}, width {M}, seed {seed})", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_dir / "hitting_time.png", dpi=120)
-    plt.close(fig)
+    _save_figure(plt, fig, out_dir, "hitting_time")
     meta = {"experiment": "hitting_time", "seed": seed, "K": K, "m": m, "n": n, "beam_width": M,
             "walkers": walkers, "replicates": reps, "runner_replicates": runner_reps, "fits": fits,
             "seconds": round(time.perf_counter() - t0, 1)}
@@ -206,71 +211,49 @@ def hitting_time(seed: int = 0, out_dir: Path = OUT_DIR, *, quick: bool = False)
 
 
 # --- experiment 2 ---------------------------------------------------------------------------------
-def vb_vs_vf(seed: int = 0, out_dir: Path = OUT_DIR, *, quick: bool = False) -> list[dict[str, Any]]:
-    """Experiment 2: accuracy vs budget N (samples or beam width N; horizon H steps each) for
-    verifier-based methods on the base policy vs the verifier-free distilled policy."""
-    t0 = time.perf_counter()
-    H = 30
-    n_test = 24 if quick else 48
-    n_train, per_train = (100, 16) if quick else (300, 32)
-    budgets = [1, 2, 4, 8] if quick else [1, 2, 4, 8, 16, 32]
-    sigma = 1.0
-    rng = np.random.default_rng(seed)
-    # the distilled (verifier-free) policy: imitate the correct traces of training problems
+VB_BEST_OF_N = "VB best-of-N (0/1 outcome)"
+VF_MAJORITY = "VF distilled, majority of N"
+
+
+def _distillation_traces(seed: int, n_train: int, per_train: int, horizon: int,
+                         rng: np.random.Generator) -> tuple[list[list[int]], list[list[int]]]:
+    """Rollouts of the base policy on training problems: all of them and the correct ones."""
     all_paths: list[list[int]] = []
     succ_paths: list[list[int]] = []
     for i in range(n_train):
         c = styles_chain(seed=10_000 * (seed + 1) + i)
-        for p in c.sample_paths(per_train, rng, H):
+        for p in c.sample_paths(per_train, rng, horizon):
             all_paths.append(p)
             if p[-1] == c.goal:
                 succ_paths.append(p)
-    test = {f"q{i}": styles_chain(seed=seed * 1000 + i) for i in range(n_test)}
-    tilt = distill_tilt(succ_paths, all_paths, next(iter(test.values())).n_states)
-    problems = [make_problem(pid, c) for pid, c in test.items()]
-    base = ChainEngine(test)
-    vf = distilled_engine(test, tilt)
-    p_base = np.array([c.success_prob(H, c.start) for c in test.values()])
-    p_vf = np.array([vf.chain_for(pid).success_prob(H, vf.chain_for(pid).start) for pid in test])
-    outcome, prm = OutcomeVerifier(test), ExactPRM(test, H)
-    noisy = NoisyPRM(test, H, sigma=sigma, seed=seed)
-    rows = []
-    for N in budgets:
-        Mw = min(4, N)
-        beam = {"n": N, "beam_width": Mw, "max_steps": H, "max_tokens": H, "max_step_tokens": 1}
-        runs = {
-            "VB best-of-N (0/1 outcome)": run_strategy(base, problems, "best_of_n",
-                                                       {"n": N, "verifier": "outcome", "max_tokens": H},
-                                                       {"outcome": outcome}, seed),
-            "VB beam (exact PRM)": run_strategy(base, problems, "beam_search", {**beam, "verifier": "prm"},
-                                                {"prm": prm}, seed),
-            f"VB beam (noisy PRM, sigma={sigma:g})": run_strategy(base, problems, "beam_search",
-                                                                  {**beam, "verifier": "noisy_prm"},
-                                                                  {"noisy_prm": noisy}, seed),
-            "VF distilled, majority of N": run_strategy(vf, problems, "self_consistency",
-                                                        {"n": N, "max_tokens": H}, None, seed),
-            "VF distilled, 1 sample of N*H steps": run_strategy(vf, problems, "self_consistency",
-                                                                {"n": 1, "max_tokens": N * H}, None, seed),
-            "base, majority of N": run_strategy(base, problems, "self_consistency",
-                                                {"n": N, "max_tokens": H}, None, seed),
-        }
-        for method, res in runs.items():
-            acc = accuracy(res)
-            rows.append({"budget": N, "method": method, "accuracy": round(acc, 4),
-                         "stderr": round(_stderr(acc, len(res)), 4),
-                         "mean_generated_steps": round(float(np.mean([r.cost.generated_tokens for r in res])), 2)})
-        rows.append({"budget": N, "method": "exact pass@N of base (oracle verifier)",
-                     "accuracy": round(float(np.mean(1 - (1 - p_base) ** N)), 4), "stderr": 0.0,
-                     "mean_generated_steps": None})
-    vb = "VB best-of-N (0/1 outcome)"
-    vfm = "VF distilled, majority of N"
-    gaps = {N: round(next(r["accuracy"] for r in rows if r["budget"] == N and r["method"] == vb)
-                     - next(r["accuracy"] for r in rows if r["budget"] == N and r["method"] == vfm), 4)
-            for N in budgets}
+    return all_paths, succ_paths
+
+
+def _vb_vf_runs(base: Engine, vf: Engine, problems: Sequence[Problem], N: int, H: int, sigma: float,
+                verifiers: Mapping[str, Verifier], seed: int) -> dict[str, list[Result]]:
+    """Every method of experiment 2 at budget N, by its legend label."""
+    beam = {"n": N, "beam_width": min(4, N), "max_steps": H, "max_tokens": H, "max_step_tokens": 1}
+    return {
+        VB_BEST_OF_N: run_strategy(base, problems, "best_of_n", {"n": N, "verifier": "outcome", "max_tokens": H},
+                                   {"outcome": verifiers["outcome"]}, seed),
+        "VB beam (exact PRM)": run_strategy(base, problems, "beam_search", {**beam, "verifier": "prm"},
+                                            {"prm": verifiers["prm"]}, seed),
+        f"VB beam (noisy PRM, sigma={sigma:g})": run_strategy(base, problems, "beam_search",
+                                                              {**beam, "verifier": "noisy_prm"},
+                                                              {"noisy_prm": verifiers["noisy_prm"]}, seed),
+        VF_MAJORITY: run_strategy(vf, problems, "self_consistency", {"n": N, "max_tokens": H}, None, seed),
+        "VF distilled, 1 sample of N*H steps": run_strategy(vf, problems, "self_consistency",
+                                                            {"n": 1, "max_tokens": N * H}, None, seed),
+        "base, majority of N": run_strategy(base, problems, "self_consistency",
+                                            {"n": N, "max_tokens": H}, None, seed),
+    }
+
+
+def _plot_vb_vs_vf(rows: Sequence[Mapping[str, Any]], out_dir: Path, n_test: int, seed: int) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.6, 4.6))
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    styles = {vb: "o-", "VB beam (exact PRM)": "s-", vfm: "v--", "base, majority of N": "x:",
+    styles = {VB_BEST_OF_N: "o-", "VB beam (exact PRM)": "s-", VF_MAJORITY: "v--", "base, majority of N": "x:",
               "exact pass@N of base (oracle verifier)": "k:"}
     for i, meth in enumerate(methods):
         pts = [r for r in rows if r["method"] == meth]
@@ -284,10 +267,44 @@ def vb_vs_vf(seed: int = 0, out_dir: Path = OUT_DIR, *, quick: bool = False) -> 
     ax.set_title(f"VB vs VF on a heterogeneous 3-style base ({n_test} problems, seed {seed})", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_dir / "vb_vs_vf.png", dpi=120)
-    plt.close(fig)
+    _save_figure(plt, fig, out_dir, "vb_vs_vf")
+
+
+def vb_vs_vf(seed: int = 0, out_dir: Path = OUT_DIR, *, quick: bool = False) -> list[dict[str, Any]]:
+    """Experiment 2: accuracy vs budget N (samples or beam width N; horizon H steps each) for
+    verifier-based methods on the base policy vs the verifier-free distilled policy."""
+    t0 = time.perf_counter()
+    H = 30
+    n_test = 24 if quick else 48
+    n_train, per_train = (100, 16) if quick else (300, 32)
+    budgets = [1, 2, 4, 8] if quick else [1, 2, 4, 8, 16, 32]
+    sigma = 1.0
+    rng = np.random.default_rng(seed)
+    # the distilled (verifier-free) policy: imitate the correct traces of training problems
+    all_paths, succ_paths = _distillation_traces(seed, n_train, per_train, H, rng)
+    test = {f"q{i}": styles_chain(seed=seed * 1000 + i) for i in range(n_test)}
+    tilt = distill_tilt(succ_paths, all_paths, next(iter(test.values())).n_states)
+    problems = [make_problem(pid, c) for pid, c in test.items()]
+    base = ChainEngine(test)
+    vf = distilled_engine(test, tilt)
+    p_base = np.array([c.success_prob(H, c.start) for c in test.values()])
+    p_vf = np.array([vf.chain_for(pid).success_prob(H, vf.chain_for(pid).start) for pid in test])
+    verifiers = {"outcome": OutcomeVerifier(test), "prm": ExactPRM(test, H),
+                 "noisy_prm": NoisyPRM(test, H, sigma=sigma, seed=seed)}
+    rows = []
+    for N in budgets:
+        for method, res in _vb_vf_runs(base, vf, problems, N, H, sigma, verifiers, seed).items():
+            acc = accuracy(res)
+            rows.append({"budget": N, "method": method, "accuracy": round(acc, 4),
+                         "stderr": round(_stderr(acc, len(res)), 4),
+                         "mean_generated_steps": round(float(np.mean([r.cost.generated_tokens for r in res])), 2)})
+        rows.append({"budget": N, "method": "exact pass@N of base (oracle verifier)",
+                     "accuracy": round(float(np.mean(1 - (1 - p_base) ** N)), 4), "stderr": 0.0,
+                     "mean_generated_steps": None})
+    gaps = {N: round(next(r["accuracy"] for r in rows if r["budget"] == N and r["method"] == VB_BEST_OF_N)
+                     - next(r["accuracy"] for r in rows if r["budget"] == N and r["method"] == VF_MAJORITY), 4)
+            for N in budgets}
+    _plot_vb_vs_vf(rows, out_dir, n_test, seed)
     meta = {"experiment": "vb_vs_vf", "seed": seed, "horizon": H, "test_problems": n_test,
             "train_problems": n_train, "rollouts_per_train_problem": per_train,
             "train_correct_traces": len(succ_paths), "noisy_prm_sigma": sigma, "budgets": budgets,
@@ -367,10 +384,7 @@ def difficulty_bins(seed: int = 0, out_dir: Path = OUT_DIR, *, quick: bool = Fal
     fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=4)
     fig.suptitle(f"Best-of-N vs beam search by difficulty (noisy PRM σ={sigma:g}, {per_bin}/bin, seed {seed})",
                  fontsize=9)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_dir / "difficulty_bins.png", dpi=120)
-    plt.close(fig)
+    _save_figure(plt, fig, out_dir, "difficulty_bins", rect=(0, 0.07, 1, 1))
     meta = {"experiment": "difficulty_bins", "seed": seed, "K": K, "m": m, "eps": eps, "delta": delta,
             "horizon": H, "noisy_prm_sigma": sigma, "problems_per_bin": per_bin, "budgets": budgets,
             "base_success_by_bin": {d: round(float(np.mean([p_base[p.id] for p in problems

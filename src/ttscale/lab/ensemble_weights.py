@@ -1,5 +1,7 @@
-"""Weighted multi-model ensembles for Best-of-∞ (Komiyama et al.): mixture weights over several
-models that maximise large-N (N → ∞) majority-vote accuracy, found by a mixed-integer program.
+"""Offline weight fitting for Best-of-∞'s weighted multi-model ensemble (Komiyama et al.): mixture
+weights over several models that maximise large-N (N → ∞) majority-vote accuracy on recorded
+samples, found by a mixed-integer program. A lab tool, not a strategy: the weights are then used by
+:class:`ttscale.engines.ensemble.EnsembleEngine` under the ``best_of_infinity`` strategy.
 
 As N → ∞, majority voting over samples drawn from model k with probability w_k answers
 argmax_a Σ_k w_k f_k(a | problem), where f_k is model k's answer frequency. Problem i is solved

@@ -114,19 +114,13 @@ def select(rule: str, labels: Sequence[int | None], scores: Sequence[float | Non
         return max(range(len(labels)), key=lambda i: (s[i], -i))
     if rule not in ("majority", "weighted_best_of_n"):
         raise ConfigError(f"unknown selection rule {rule!r}; known: majority, best_of_n, weighted_best_of_n")
-    weights: dict[int, float] = {}
-    first: dict[int, int] = {}
-    for i, lab in enumerate(labels):
-        if lab is None:
-            continue
-        weights[lab] = weights.get(lab, 0.0) + (1.0 if rule == "majority" else s[i])
-        first.setdefault(lab, i)
-    win = Tally(list(labels), weights, first).winner()
+    t = Tally.of(labels, None if rule == "majority" else s)
+    win = t.winner()
     if win is None:
         return None
     if rule == "majority":
-        return first[win]
-    return max((i for i, lab in enumerate(labels) if lab == win), key=lambda i: (s[i], -i))
+        return t.first[win]
+    return max(t.members(win), key=lambda i: (s[i], -i))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -20,10 +20,14 @@ files of the per-file saving and loss (each file weighs the same; AIME files cou
 MATH-500 ones). The goal is judged on the stricter of the two (the smaller saving and the larger
 loss), and both are printed.
 
-Held-out check: ttscale's rule settings are compared on odd problem ids (the tuning split) and the
-chosen one is reported on even ids too.
+Held-out checks: ttscale's rule settings are compared on odd problem ids (the tuning split) and
+reported on even ids too; then leave-one-benchmark-out (a benchmark = the files of one dataset, e.g.
+``aime2024``; the setting with the largest saving at <= 0.3 pt loss on the other benchmarks is
+reported on the held-out one) and leave-one-file-out. With ``--mc K`` (default 4) every file also
+gets a K-option multiple-choice version (:func:`as_multiple_choice`), a benchmark of its own, since
+few options make agreement cheap and a lead easier to reach by chance.
 
-Usage: python bench/adaptive_recorded.py [--data DIR] [--seeds 5] [--out-plot docs/adaptive_recorded.png]
+Usage: python bench/adaptive_recorded.py [--data DIR] [--seeds 5] [--mc 4] [--out-plot docs/adaptive_recorded.png]
 """
 
 from __future__ import annotations
@@ -121,6 +125,35 @@ def load(path: Path, norm: Callable[[str], str]) -> FileData:
         gold = ids.get(norm(str(row["gold_answer"])), -2)
         fd.problems.append(ProblemData(pid, np.array(labels), np.array(toks), gold))
     return fd
+
+
+def as_multiple_choice(fd: FileData, k: int = 4) -> FileData:
+    """A ``k``-option version of a recorded file, to test stopping rules where agreement is cheap.
+
+    Per problem the options are the gold answer and the ``k - 1`` most frequent wrong answers
+    (padded with answers nobody gave); a sample whose answer is an option keeps it, any other
+    answered sample picks one of the ``k`` options uniformly at random (seeded by file and problem),
+    as a model forced to choose would guess; unanswered samples stay unanswered. Token counts are
+    unchanged. Problems whose gold answer no sample gave keep it as an option all the same."""
+    out = FileData(f"mc{k}_{fd.name}", fd.path)
+    for pr in fd.problems:
+        rng = random.Random(f"mc{k}:{fd.name}:{pr.pid}")
+        labels = [int(x) for x in pr.labels]
+        wrong: dict[int, int] = {}
+        for lab in labels:
+            if lab >= 0 and lab != pr.gold:
+                wrong[lab] = wrong.get(lab, 0) + 1
+        options = [pr.gold, *sorted(wrong, key=lambda w: (-wrong[w], w))[: k - 1]]
+        index = {o: i for i, o in enumerate(options)}
+        new = [-1 if lab < 0 else index[lab] if lab in index else rng.randrange(k) for lab in labels]
+        out.problems.append(ProblemData(pr.pid, np.array(new), pr.tokens, 0))
+    return out
+
+
+def benchmark_of(name: str) -> str:
+    """``mc4_aime2024_Qwen3-4B`` -> ``mc4_aime2024``: the benchmark (and answer space) of a file."""
+    parts = name.split("_")
+    return "_".join(parts[:2]) if parts[0].startswith("mc") else parts[0]
 
 
 def replay_order(seed: int, pid: str, n: int) -> list[int]:
@@ -321,10 +354,111 @@ def _label_of(fd: FileData, pr: ProblemData, norm: Callable[[str], str], answer:
 # --- report -------------------------------------------------------------------------------------
 
 
+def machine_line() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"machine: {os.cpu_count()} cores, {cpu}; python {platform.python_version()}"
+
+
+class Results:
+    """Per-file simulation results and the two ways of pooling them (see the module docstring)."""
+
+    def __init__(self, data: Sequence[FileData], per_file: dict[str, dict[str, list[Acc]]], nseeds: int) -> None:
+        self.data = list(data)
+        self.per_file = per_file
+        self.nseeds = nseeds
+        self.rules = list(next(iter(per_file.values())))
+
+    def pooled(self, name: str, keep: Callable[[int], bool] = lambda i: True,
+               files: Sequence[FileData] | None = None) -> Row:
+        allp = [a for fd in (files or self.data)
+                for a in [x for i, x in enumerate(self.per_file[fd.name][name]) if keep(i)]]
+        return summarise(allp, self.nseeds)
+
+    def filemean(self, name: str, keep: Callable[[int], bool] = lambda i: True,
+                 files: Sequence[FileData] | None = None) -> tuple[float, float]:
+        savs, losses = [], []
+        for fd in files or self.data:
+            r = summarise(self.per_file[fd.name][name], self.nseeds, keep)
+            b = summarise(self.per_file[fd.name]["majority@64"], self.nseeds, keep)
+            savs.append(100 * (1 - r.tokens / b.tokens))
+            losses.append(b.acc - r.acc)
+        return float(np.mean(savs)), float(np.mean(losses))
+
+
+def table(title: str, rows: dict[str, Row], base: Row, nseeds: int) -> None:
+    print(f"\n== {title} ({base.problems} problems x {nseeds} seeds)")
+    print(f"{'rule':38s} {'acc%':>7s} {'samples':>8s} {'tokens':>10s} {'saving%':>8s} {'loss_pt':>8s}")
+    for name, r in rows.items():
+        sav = 100 * (1 - r.tokens / base.tokens) if base.tokens else 0.0
+        print(f"{name:38s} {r.acc:7.2f} {r.samples:8.2f} {r.tokens:10.0f} {sav:8.1f} {base.acc - r.acc:8.2f}")
+
+
+def print_split_check(res: Results) -> None:
+    """ttscale's settings on odd problem ids (the tuning split) and on even ids."""
+    print("\n== held-out check of ttscale's rule (tune: odd problems, report: even problems)")
+    print(f"{'rule':38s} {'split':>5s} {'pooled sav%':>11s} {'loss':>6s} {'filemean sav%':>13s} {'loss':>6s}")
+    heldout_rules = [ours_name(*g) for g in OURS_GRID] + ["bo_inf@10", "adaptive_consistency"]
+    for n in heldout_rules:
+        for split, keep in (("odd", lambda i: i % 2 == 1), ("even", lambda i: i % 2 == 0)):
+            r, b = res.pooled(n, keep), res.pooled("majority@64", keep)
+            fs, fl = res.filemean(n, keep)
+            print(f"{n:38s} {split:>5s} {100 * (1 - r.tokens / b.tokens):11.1f} {b.acc - r.acc:6.2f} "
+                  f"{fs:13.1f} {fl:6.2f}")
+
+
+def pick_setting(res: Results, files: Sequence[FileData], max_loss: float = 0.3) -> str:
+    """Among ttscale's grid, the setting with the largest file-mean saving whose file-mean loss on
+    ``files`` is at most ``max_loss`` (else the smallest loss): the choice a user tuning on those
+    files would make."""
+    names = [ours_name(*g) for g in OURS_GRID]
+    fm = {n: res.filemean(n, files=files) for n in names}
+    ok = [n for n in names if fm[n][1] <= max_loss]
+    return max(ok, key=lambda n: fm[n][0]) if ok else min(names, key=lambda n: fm[n][1])
+
+
+def print_heldout(res: Results) -> tuple[float, float]:
+    """Leave-one-benchmark-out and leave-one-file-out: tune the setting on the rest, report on the
+    held-out part; and the default rule per benchmark. Returns the default's worst-benchmark-free
+    summary: (mean saving, mean loss) over benchmarks, each benchmark weighing the same."""
+    benches = sorted({benchmark_of(fd.name) for fd in res.data})
+    default = ours_name(*OURS_DEFAULT)
+    print("\n== leave-one-benchmark-out (setting tuned on the other benchmarks, file-mean figures)")
+    print(f"{'held-out benchmark':22s} {'files':>5s} {'chosen on the rest':38s} {'sav%':>6s} {'loss':>6s}"
+          f" {'default sav%':>12s} {'loss':>6s}")
+    d_sav, d_loss, h_sav, h_loss = [], [], [], []
+    for bench in benches:
+        test = [fd for fd in res.data if benchmark_of(fd.name) == bench]
+        train = [fd for fd in res.data if benchmark_of(fd.name) != bench]
+        chosen = pick_setting(res, train) if train else default
+        cs, cl = res.filemean(chosen, files=test)
+        ds, dl = res.filemean(default, files=test)
+        h_sav.append(cs)
+        h_loss.append(cl)
+        d_sav.append(ds)
+        d_loss.append(dl)
+        print(f"{bench:22s} {len(test):5d} {chosen:38s} {cs:6.1f} {cl:6.2f} {ds:12.1f} {dl:6.2f}")
+    print(f"{'mean over benchmarks':22s} {'':5s} {'':38s} {np.mean(h_sav):6.1f} {np.mean(h_loss):6.2f}"
+          f" {np.mean(d_sav):12.1f} {np.mean(d_loss):6.2f}")
+    lofo = [res.filemean(pick_setting(res, [g for g in res.data if g is not fd]), files=[fd])
+            for fd in res.data]
+    print(f"leave-one-file-out ({len(lofo)} files, setting tuned on the other files): "
+          f"saving {np.mean([x[0] for x in lofo]):.1f}% loss {np.mean([x[1] for x in lofo]):.2f} pt")
+    return float(np.mean(d_sav)), float(np.mean(d_loss))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--mc", type=int, default=4,
+                    help="also test on K-option multiple-choice versions of every file (0 = off)")
     ap.add_argument("--out-plot", type=Path, default=ROOT / "docs" / "adaptive_recorded.png")
     ap.add_argument("--no-check", action="store_true", help="skip the real-strategy check")
     args = ap.parse_args(argv)
@@ -336,82 +470,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"no *.jsonl files in {args.data}", file=sys.stderr)
         return 2
     seeds = list(range(args.seeds))
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    print(f"machine: {os.cpu_count()} cores, {cpu}; python {platform.python_version()}")
+    print(machine_line())
     print("engine: replay of recorded samples")
     print(f"data: {args.data} ({len(files)} files); seeds: {len(seeds)}; answers grouped by {norm_name}")
 
     data = [load(f, norm) for f in files]
-    per_file: dict[str, dict[str, list[Acc]]] = {}
-    for fd in data:
-        per_file[fd.name] = simulate_file(fd, seeds, OURS_GRID)
-    rule_names = list(next(iter(per_file.values())))
-
+    res = Results(data, {fd.name: simulate_file(fd, seeds, OURS_GRID) for fd in data}, len(seeds))
     if not args.no_check:
         checks = check_real_strategies(data[0], norm, seed=seeds[0])
         print(f"real-strategy check: {checks} (strategy, problem) runs through Runner + replay engine "
               f"on {data[0].name} match the simulation exactly")
-
-    def table(title: str, rows: dict[str, Row], base: Row) -> None:
-        print(f"\n== {title} ({base.problems} problems x {len(seeds)} seeds)")
-        print(f"{'rule':38s} {'acc%':>7s} {'samples':>8s} {'tokens':>10s} {'saving%':>8s} {'loss_pt':>8s}")
-        for name, r in rows.items():
-            sav = 100 * (1 - r.tokens / base.tokens) if base.tokens else 0.0
-            print(f"{name:38s} {r.acc:7.2f} {r.samples:8.2f} {r.tokens:10.0f} {sav:8.1f} {base.acc - r.acc:8.2f}")
-
     for fd in data:
-        rows = {n: summarise(per_file[fd.name][n], len(seeds)) for n in rule_names}
-        table(fd.name, rows, rows["majority@64"])
-
-    def pooled(name: str, keep: Callable[[int], bool] = lambda i: True) -> Row:
-        allp = [a for fd in data for a in [x for i, x in enumerate(per_file[fd.name][name]) if keep(i)]]
-        return summarise(allp, len(seeds))
-
-    def filemean(name: str, keep: Callable[[int], bool] = lambda i: True) -> tuple[float, float]:
-        savs, losses = [], []
-        for fd in data:
-            r = summarise(per_file[fd.name][name], len(seeds), keep)
-            b = summarise(per_file[fd.name]["majority@64"], len(seeds), keep)
-            savs.append(100 * (1 - r.tokens / b.tokens))
-            losses.append(b.acc - r.acc)
-        return float(np.mean(savs)), float(np.mean(losses))
-
-    pooled_rows = {n: pooled(n) for n in rule_names}
-    table("pooled over all problems of all files", pooled_rows, pooled_rows["majority@64"])
-
+        rows = {n: summarise(res.per_file[fd.name][n], len(seeds)) for n in res.rules}
+        table(fd.name, rows, rows["majority@64"], len(seeds))
+    pooled_rows = {n: res.pooled(n) for n in res.rules}
+    table("pooled over all problems of all files", pooled_rows, pooled_rows["majority@64"], len(seeds))
     print("\n== file-mean (mean over files of per-file saving and loss vs majority@64)")
     print(f"{'rule':38s} {'saving%':>8s} {'loss_pt':>8s}")
-    fm = {n: filemean(n) for n in rule_names}
-    for n in rule_names:
+    fm = {n: res.filemean(n) for n in res.rules}
+    for n in res.rules:
         print(f"{n:38s} {fm[n][0]:8.1f} {fm[n][1]:8.2f}")
-
-    # held-out: ids are 0..n-1 in file order; tune = odd positions, report = even positions
-    def is_odd(i: int) -> bool:
-        return i % 2 == 1
-
-    def is_even(i: int) -> bool:
-        return i % 2 == 0
-
-    print("\n== held-out check of ttscale's rule (tune: odd problems, report: even problems)")
-    print(f"{'rule':38s} {'split':>5s} {'pooled sav%':>11s} {'loss':>6s} {'filemean sav%':>13s} {'loss':>6s}")
-    heldout_rules = [ours_name(*g) for g in OURS_GRID] + ["bo_inf@10", "adaptive_consistency"]
-    for n in heldout_rules:
-        for split, keep in (("odd", is_odd), ("even", is_even)):
-            r, b = pooled(n, keep), pooled("majority@64", keep)
-            fs, fl = filemean(n, keep)
-            print(f"{n:38s} {split:>5s} {100 * (1 - r.tokens / b.tokens):11.1f} {b.acc - r.acc:6.2f} "
-                  f"{fs:13.1f} {fl:6.2f}")
-
+    print_split_check(res)
     plot(args.out_plot, pooled_rows)
     print(f"\nplot: {args.out_plot}")
 
+    if args.mc:
+        mc = [as_multiple_choice(fd, args.mc) for fd in data]
+        res = Results(data + mc, {**res.per_file, **{fd.name: simulate_file(fd, seeds, OURS_GRID) for fd in mc}},
+                      len(seeds))
+        print(f"\nmultiple choice: {args.mc}-option versions of the {len(mc)} files added as benchmarks "
+              f"(see as_multiple_choice)")
+    h_sav, h_loss = print_heldout(res)
+    return report_goal(res, fm, pooled_rows, h_sav, h_loss, time.perf_counter() - t0)
+
+
+def report_goal(res: Results, fm: dict[str, tuple[float, float]], pooled_rows: dict[str, Row],
+                h_sav: float, h_loss: float, elapsed: float) -> int:
     best = ours_name(*OURS_DEFAULT)
     base = pooled_rows["majority@64"]
     r = pooled_rows[best]
@@ -422,12 +516,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sav, loss = min(p_sav, f_sav), max(p_loss, f_loss)
     met = sav >= 90 and loss <= 0.3
     beats = p_sav > bf_sav and p_loss < bf_loss and f_sav > fm["bo_inf@10"][0] and f_loss < fm["bo_inf@10"][1]
-    print(f"goal (>= 90% saving, <= 0.3 pt loss; stricter of pooled/file-mean): "
+    print(f"\ngoal on the recorded files (>= 90% saving, <= 0.3 pt loss; stricter of pooled/file-mean): "
           f"{'MET' if met else 'NOT MET'}; beats bo_inf@10 on both axes (pooled and file-mean): "
           f"{'yes' if beats else 'no'}")
     print(f"  pooled: saving {p_sav:.1f}% loss {p_loss:.2f} pt; file-mean: saving {f_sav:.1f}% loss {f_loss:.2f} pt")
-    print(f"elapsed: {time.perf_counter() - t0:.1f}s")
-    print(f"RESULT saving_vs_maj64={sav:.1f} loss_pt={loss:.2f} rule=adaptive_margin")
+    print(f"  default rule per benchmark, mean over benchmarks (incl. multiple choice): saving {h_sav:.1f}% "
+          f"loss {h_loss:.2f} pt -> {'MET' if h_sav >= 90 and h_loss <= 0.3 else 'NOT MET'}")
+    print(f"elapsed: {elapsed:.1f}s")
+    print(f"RESULT saving_vs_maj64={sav:.1f} loss_pt={loss:.2f} rule=adaptive_margin "
+          f"bench_mean_saving={h_sav:.1f} bench_mean_loss_pt={h_loss:.2f}")
     return 0
 
 

@@ -258,3 +258,63 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path):
     assert r.returncode == 2 and f"port {port} on 127.0.0.1 is in use" in r.stderr
     r = _cli(str(BEAM), "--export", str(out))
     assert r.returncode == 0 and out.exists() and "wrote" in r.stdout
+
+
+@pytest.mark.parametrize(("strategy", "params"), [
+    ("dvts", {"n": 4, "beam_width": 2, "max_steps": 6}),
+    ("particle_filtering", {"n": 3, "max_steps": 6}),
+    ("lookahead", {"n": 4, "beam_width": 2, "lookahead": 1, "max_steps": 6}),
+    ("mcts", {"n": 6, "max_children": 2, "max_steps": 6}),
+    ("ab_mcts", {"n": 6, "max_steps": 6}),
+])
+def test_tree_statuses_follow_what_each_search_records(tmp_path, strategy, params):
+    from ttscale.view.detail import tree_view
+    from view_fixtures import make_tree_results
+
+    for rec in records(make_tree_results(tmp_path / f"{strategy}.jsonl", strategy, params)):
+        t = tree_view(rec)
+        ex = rec["extra"]
+        status = {n["id"]: n["status"] for n in t["nodes"]}
+        assert set(status) == {n["id"] for n in ex["tree"]}
+        if strategy == "dvts":
+            on = {i for path in ex["subtrees"] for i in path}
+            assert {i for i, s in status.items() if s in ("kept", "finished")} == on
+        elif strategy == "particle_filtering":
+            drawn = {i for r in ex["rounds"] for i in r["resampled"]}
+            assert {i for i, s in status.items() if s in ("kept", "finished")} == drawn
+        elif strategy == "lookahead":
+            assert {i for i, s in status.items() if s == "rollout"} == \
+                {n["id"] for n in ex["tree"] if n.get("role") == "lookahead"}
+            assert [(r["kept"], r["finished"]) for r in t["rounds"]] == \
+                [(len(r["kept"]), len(r["finished"])) for r in ex["rounds"]]
+        else:  # MCTS / AB-MCTS prune nothing
+            parents = {n["parent"] for n in ex["tree"]}
+            assert all(s == ("finished" if n["end"] else "expanded" if n["id"] in parents else "open")
+                       for n in ex["tree"] for s in [status[n["id"]]])
+        if strategy == "mcts":
+            assert all([n["visits"], n["value"]] == ex["visits"][str(n["id"])] for n in t["nodes"])
+        assert sum(r["generated"] for r in t["rounds"]) == sum(s != "rollout" for s in status.values())
+        assert rec["chosen"] is None or status[rec["chosen"]] in ("finished", "kept", "expanded", "open")
+
+
+def test_tree_rebuilt_from_candidate_parent_links():
+    from ttscale.view.detail import tree_view
+
+    rec = records(BEAM)[0]
+    rec["extra"] = {}
+    t = tree_view(rec)
+    assert t["source"] == "candidates" and "only final candidates" in t["note"]
+    missing = sorted(n["id"] for n in t["nodes"] if n["status"] == "missing")
+    assert missing == sorted({c["parent"] for c in rec["candidates"]}) == [0, 2, 5, 6]
+    assert {n["id"] for n in t["nodes"] if n["status"] == "finished"} == {c["id"] for c in rec["candidates"]}
+
+
+def test_deepconf_confidence_trace(tmp_path):
+    from view_fixtures import make_deepconf_results
+
+    d = client(make_deepconf_results(tmp_path / "dc.jsonl")).get("/api/runs/r1/problems/0").json()
+    tr = d["trace"]
+    assert tr["kind"] == "confidence" and tr["threshold"] == pytest.approx(1.75) and tr["stop_at"] == 6
+    assert [p["cut"] for p in tr["points"]] == [False] * 4 + [True, False]
+    assert [p["warmup"] for p in tr["points"]] == [True] * 4 + [False] * 2
+    assert [c["status"] for c in d["candidates"]][4] == "cancelled"

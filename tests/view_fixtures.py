@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ttscale.core.protocols import Verifier
 from ttscale.core.types import GenerationRequest, Problem
-from ttscale.engines.scripted import ScriptedEngine
+from ttscale.engines.scripted import ScriptedEngine, ScriptedReply
 from ttscale.lab.runner import Runner
 from ttscale.verifiers.math_answers import MathAnswers
 
@@ -100,6 +100,33 @@ def make_beam_results(out: Path) -> Path:
                      ScriptedEngine(_tree_script(), model="scripted-steps"), problems,
                      {"steps": StepTable()}))
     _zero_wall_times(out)
+    return out
+
+
+def make_tree_results(out: Path, strategy: str, params: dict) -> Path:
+    """Any step-wise tree search over the three BEAM_PROBLEMS (not committed: made in tests)."""
+    problems = [Problem(id=pid, prompt=q, answer=ref) for pid, (q, _, ref) in BEAM_PROBLEMS.items()]
+    asyncio.run(_run(out, strategy, {"verifier": "steps", **params},
+                     ScriptedEngine(_tree_script(), model="scripted-steps"), problems, {"steps": StepTable()}))
+    return out
+
+
+def _conf_reply(conf: list[float], answer: str) -> ScriptedReply:
+    """A trace of len(conf) words whose token confidences are ``conf``."""
+    words = [f"w{i}" for i in range(len(conf) - 1)] + [f"\\boxed{{{answer}}}"]
+    return ScriptedReply(" ".join(words), logprobs=[-c for c in conf], answer=answer)
+
+
+DEEPCONF_SCRIPT = [_conf_reply([2.0] * 5, "7"), _conf_reply([1.0] * 5, "5"), _conf_reply([3.0] * 5, "7"),
+                   _conf_reply([1.5] * 5, "5"), _conf_reply([2, 2, 2, 2, 0.5, 0.5, 0.5, 2, 2, 2], "5"),
+                   _conf_reply([2.0] * 8, "5")]
+
+
+def make_deepconf_results(out: Path) -> Path:
+    """DeepConf online on one problem: warm-up of 4 (threshold 1.75), then one trace cut early."""
+    params = {"mode": "online", "n": 6, "warmup": 4, "eta": 50, "window": 3, "batch": 2, "consensus": None}
+    asyncio.run(_run(out, "deepconf", params, ScriptedEngine(lambda req, k: DEEPCONF_SCRIPT[k], model="scripted-conf"),
+                     [Problem(id="dc-1", prompt="What is 3 + 4?", answer="7")]))
     return out
 
 

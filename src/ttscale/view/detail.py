@@ -67,11 +67,11 @@ def vote_table(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
     classes: dict[str | None, dict[str, Any]] = {}
     for c in rec.get("candidates") or []:
         k = _key(c.get("answer"))
-        cl = classes.setdefault(k, {"answer": k, "count": 0, "score_sum": 0.0, "members": [], "correct": None})
+        cl = classes.setdefault(k, {"answer": k, "count": 0, "score_sum": None, "members": [], "correct": None})
         cl["count"] += 1
         cl["members"].append(c.get("id"))
         if c.get("score") is not None:
-            cl["score_sum"] = round(cl["score_sum"] + float(c["score"]), 6)
+            cl["score_sum"] = round((cl["score_sum"] or 0.0) + float(c["score"]), 6)
         if c.get("correct") is not None:
             cl["correct"] = bool(c["correct"]) or bool(cl["correct"])
     chosen = _key(rec.get("answer"))

@@ -153,7 +153,7 @@
     return `<table id="votes"><tr><th class="l">answer</th><th>samples</th><th>recorded vote</th><th>sum of scores</th><th class="l"></th><th>correct</th><th class="l">members</th></tr>` +
       d.votes.map(v => { const w = v.weight != null ? v.weight : v.count;
         return `<tr${v.chosen ? ' class="chosen"' : ""}><td class="l"><b>${v.answer == null ? '<span class="muted">(no answer)</span>' : esc(v.answer)}</b>${v.chosen ? '<span class="tag chosen">chosen</span>' : ""}</td>
-        <td>${v.count}</td><td>${v.weight == null ? "–" : num(v.weight, 3)}</td><td>${num(v.score_sum, 3)}</td>
+        <td>${v.count}</td><td>${v.weight == null ? "–" : num(v.weight, 3)}</td><td>${v.score_sum == null ? "–" : num(v.score_sum, 3)}</td>
         <td class="l"><span class="bar${v.chosen ? " win" : ""}" style="width:${Math.round(160 * w / max)}px"></span></td><td>${yes(v.correct)}</td>
         <td class="l small">${v.members.join(", ")}</td></tr>`; }).join("") + "</table>";
   }
@@ -196,7 +196,7 @@
     const rounds = t.rounds.map(r => `<tr data-round="${r.round}"><td>${r.round}</td><td class="generated">${r.generated}</td><td class="kept">${r.kept}</td><td class="finished">${r.finished}</td><td class="pruned">${r.pruned}</td><td>${r.other}</td></tr>`).join("");
     const [lo, hi] = t.score_range || [0, 1];
     sec.innerHTML = `<h2>Search tree (${t.nodes.length} nodes)</h2>${t.note ? `<p class="muted small">${esc(t.note)}</p>` : ""}
-      <table id="rounds"><tr><th>round</th><th>generated</th><th>kept</th><th>finished</th><th>pruned</th><th>other</th></tr>${rounds}</table>
+      <table id="rounds"><tr><th>${t.recorded_rounds ? "round" : "depth"}</th><th>generated</th><th>kept</th><th>finished</th><th>pruned</th><th>other</th></tr>${rounds}</table>
       <div class="legend"><span><i style="background:${TTCharts.scoreColor(lo, lo, hi)}"></i>score ${num(lo, 2)}</span><span><i style="background:${TTCharts.scoreColor((lo + hi) / 2, lo, hi)}"></i>${num((lo + hi) / 2, 2)}</span>
       <span><i style="background:${TTCharts.scoreColor(hi, lo, hi)}"></i>${num(hi, 2)}</span><span>outline: <b style="color:#1a7f37">kept</b>, <b style="color:#0b5cad">finished</b>, <span class="muted">dashed = pruned</span></span>
       <span><i style="background:#e36209"></i>chosen path</span><span class="muted">click a node to read it; ± folds a subtree</span></div>
@@ -238,7 +238,8 @@
       const B = s.policy.budgets;
       pol = `<h2>Compute-optimal policy</h2><p class="muted small">difficulty ${esc(s.policy.fit.difficulty)}, ${esc(s.policy.binning.method)} bins (bin 0 = easiest); click a cell to open its run</p>
         <table id="policy"><tr><th class="l">bin</th>${B.map(b => `<th class="l">N ≤ ${b}</th>`).join("")}</tr>` +
-        s.policy.table.map(r => `<tr><td class="l">${r.bin}: ${esc(r.label)}</td>${r.cells.map(c => `<td class="l small">${c.run ? `<a href="#/run/${c.run}">${esc(c.config)}</a>` : esc(c.config || "–")}${c.fallback ? " *" : ""}</td>`).join("")}</tr>`).join("") +
+        s.policy.table.map(r => `<tr><td class="l">${r.bin}: ${esc(r.label)}</td>${r.cells.map(c => { const short = String(c.config || "–").split(" from ")[0];
+          return `<td class="l small" title="${esc(c.config)}">${c.run ? `<a href="#/run/${c.run}">${esc(short)}</a>` : esc(short)}${c.fallback ? " *" : ""}</td>`; }).join("")}</tr>`).join("") +
         `<tr><td class="l"><b>CV accuracy</b></td>${B.map(b => { const c = s.policy.cv_curve.find(x => x.budget === b); return `<td class="l">${c ? pct(c.accuracy) : "–"}</td>`; }).join("")}</tr></table>`;
     }
     $app.innerHTML = `<h1>${esc(s.label)}</h1><p class="muted small">${esc(s.source)} · policy ${esc(s.policy_note)}${LOCAL ? "" : ` · <a href="api/sweeps/${sid}/plot.png" target="_blank">matplotlib figure</a>`}</p>

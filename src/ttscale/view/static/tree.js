@@ -4,7 +4,8 @@
 "use strict";
 (function () {
   const C = window.TTCharts;
-  const DX = 120, DY = 24, R = 8;
+  const DX = 150, R = 8;
+  const HALO = {stroke: "#fff", "stroke-width": 3, "paint-order": "stroke"};
 
   function esc(s) { return String(s == null ? "" : s).replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c])); }
 
@@ -22,6 +23,7 @@
 
     function draw() {
       host.innerHTML = "";
+      const DY = nodes.length <= 80 ? 34 : 24;
       const pos = new Map();
       let row = 0, maxDepth = 0;
       function place(n, d) {
@@ -33,9 +35,9 @@
         pos.set(n.id, [d, (Math.min(...ys) + Math.max(...ys)) / 2]);
       }
       roots.forEach(r => place(r, 0));
-      const W = (maxDepth + 1) * DX + 180, H = Math.max(row, 1) * DY + 20;
+      const W = (maxDepth + 1) * DX + 180, H = Math.max(row, 1) * DY + 24;
       const svg = C.el("svg", {width: W, height: H, class: "tree", "data-visible": pos.size});
-      const X = d => 20 + d * DX, Y = r => 14 + r * DY;
+      const X = d => 24 + d * DX, Y = r => 16 + r * DY;
       for (const [id, [d, r]] of pos) {
         const n = byId.get(id);
         if (n.parent == null || !pos.has(n.parent)) continue;
@@ -52,13 +54,13 @@
         const t = C.el("title", {}, dot);
         t.textContent = `#${id} ${n.status}` + (n.score != null ? ` score ${(+n.score).toFixed(3)}` : "") + (n.step ? "\n" + n.step.slice(0, 160) : "");
         if (n.on_chosen_path) C.el("circle", {r: R + 3.5, fill: "none", stroke: "#e36209", "stroke-width": 2}, g);
-        if (n.candidate && n.answer != null) C.text(g, R + 4, 4, `→ ${n.answer}`, {fill: n.correct ? "#1a7f37" : n.correct === false ? "#c62828" : "#444"});
-        else if (nodes.length <= 120 && n.step) C.text(g, R + 4, 4, n.step.slice(0, 16), {fill: "#666", "font-size": 10});
+        if (n.candidate && n.answer != null) C.text(g, R + 5, 4, `→ ${n.answer}`, Object.assign({fill: n.correct ? "#1a7f37" : n.correct === false ? "#c62828" : "#444", "font-weight": 600}, HALO));
+        else if (nodes.length <= 120 && n.step) C.text(g, R + 5, 4, n.step.length > 20 ? n.step.slice(0, 19) + "…" : n.step, Object.assign({fill: "#555", "font-size": 10}, HALO));
         g.addEventListener("click", () => { selected = id; show(n); draw(); });
         if (kids.has(id)) {
-          const tg = C.el("g", {class: "fold", transform: `translate(0,${-R - 6})`, "data-fold": id}, g);
-          C.el("rect", {x: -6, y: -6, width: 12, height: 12, rx: 2, fill: "#fff", stroke: "#888"}, tg);
-          C.text(tg, 0, 4, folded.has(id) ? "+" : "−", {"text-anchor": "middle", "font-size": 12, fill: "#333"});
+          const tg = C.el("g", {class: "fold", transform: `translate(0,${R + 9})`, "data-fold": id}, g);
+          C.el("rect", {x: -5, y: -5, width: 10, height: 10, rx: 2, fill: "#fff", stroke: "#999"}, tg);
+          C.text(tg, 0, 3.5, folded.has(id) ? "+" : "−", {"text-anchor": "middle", "font-size": 10, fill: "#333"});
           tg.addEventListener("click", ev => { ev.stopPropagation(); folded.has(id) ? folded.delete(id) : folded.add(id); draw(); });
         }
       }

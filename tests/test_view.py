@@ -169,6 +169,9 @@ def test_live_refresh_reads_only_complete_appended_lines(tmp_path):
     f.write_text(lines[2])  # rewritten shorter: read again from the start
     c.get("/api/state")
     assert [r["problem_id"] for r in c.get("/api/runs/r1/problems").json()["rows"]] == ["sub-3"]
+    f.write_text(lines[1] + lines[0] + lines[2])  # rewritten in place, longer: read again too
+    c.get("/api/state")
+    assert [r["problem_id"] for r in c.get("/api/runs/r1/problems").json()["rows"]] == ["mul-2", "add-1", "sub-3"]
 
 
 def test_empty_results_file_is_a_run_waiting_for_problems(tmp_path):
@@ -246,7 +249,8 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path):
     torn.write_bytes(BEAM.read_bytes()[:-40])
     for args, msg in [((str(tmp_path / "nope.jsonl"),), "does not exist"),
                       ((str(torn),), "truncated"),
-                      ((str(ROOT / "pyproject.toml"),), "not a ttscale file")]:
+                      ((str(ROOT / "pyproject.toml"),), "not a ttscale file"),
+                      ((), "give at least one results file")]:
         r = _cli(*args, "--export", str(out))
         assert r.returncode == 2 and msg in r.stderr, (args, r.stdout, r.stderr)
         assert not out.exists() and list(tmp_path.glob(".view-*")) == []
@@ -318,3 +322,16 @@ def test_deepconf_confidence_trace(tmp_path):
     assert [p["cut"] for p in tr["points"]] == [False] * 4 + [True, False]
     assert [p["warmup"] for p in tr["points"]] == [True] * 4 + [False] * 2
     assert [c["status"] for c in d["candidates"]][4] == "cancelled"
+
+
+def test_a_given_policy_is_used_for_the_panels_and_table():
+    pol = json.loads((ROOT / "docs" / "lab" / "embedded-gsm-policy.json").read_text())
+    c = client(TABLE, ROOT / "docs" / "lab" / "embedded-gsm-policy.json")
+    s = c.get("/api/sweeps/s1").json()
+    assert s["policy_note"] == "from the policy file given"
+    assert [p["title"] for p in s["panels"]] == ["all problems", "bin 0: easy (>50%) (3 problems)",
+                                                 "bin 1: medium (10-50%) (11 problems)", "bin 2: hard (<10%) (2 problems)"]
+    assert [[cell["config"] for cell in r["cells"]] for r in s["policy"]["table"]] == \
+        [[e["config"] for e in pol["table"] if e["bin"] == b] for b in range(3)]
+    with pytest.raises(ConfigError, match="a policy JSON alone"):
+        Catalog([ROOT / "docs" / "lab" / "embedded-gsm-policy.json"])

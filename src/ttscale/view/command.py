@@ -53,8 +53,8 @@ def write_export(cat: object, out: Path) -> Path:
 
 
 def view_command(
-    paths: Annotated[list[Path], typer.Argument(help="results files, sweep folders, sweep tables (.jsonl/.parquet) "
-                                                     "and at most one policy JSON")],
+    paths: Annotated[list[Path] | None, typer.Argument(help="results files, sweep folders, sweep tables "
+                                                            "(.jsonl/.parquet) and at most one policy JSON")] = None,
     port: Annotated[int, typer.Option(help="port on 127.0.0.1 (0: any free port)")] = DEFAULT_PORT,
     export: Annotated[Path | None, typer.Option("--export", help="write one self-contained HTML page here "
                                                                    "instead of serving")] = None,
@@ -62,7 +62,7 @@ def view_command(
     """Look inside runs in the browser: problems, candidates, votes, search trees, sweeps; live."""
     from ttscale.view.catalog import Catalog
 
-    cat = Catalog(paths)
+    cat = Catalog(paths or [])
     if export is not None:
         write_export(cat, export)
         print(f"wrote {export} ({export.stat().st_size:,} bytes)")

@@ -28,6 +28,8 @@ from ttscale.lab.table_io import config_label, is_table_input
 SORT_KEYS = ("index", "problem_id", "correct", "answer", "reference", "generated_tokens", "generations",
              "wall_time_s", "candidates", "sample_accuracy")
 """Columns the problems table can be sorted by."""
+HEAD_BYTES = 256
+"""First bytes of a results file remembered to notice it being rewritten in place."""
 
 
 def light_row(rec: Mapping[str, Any], index: int) -> dict[str, Any]:
@@ -139,13 +141,15 @@ class ResultsRun(Run):
         self.spans: list[tuple[int, int]] = []
         self.good = 0
         self.stamp: tuple[int, int, int] = (-1, -1, -1)
+        self.head = b""
         self.refresh(strict=True)
 
     def _reset(self) -> None:
-        self.rows, self.spans, self.good, self.meta = [], [], 0, {}
+        self.rows, self.spans, self.good, self.meta, self.head = [], [], 0, {}, b""
 
     def refresh(self, strict: bool = False) -> bool:
-        """Read what was appended since the last call; True when anything changed."""
+        """Read what was appended since the last call; True when anything changed. A file that
+        shrank, was replaced (another inode) or rewritten (its first bytes differ) is read again."""
         try:
             st = self.path.stat()
         except OSError as e:
@@ -156,8 +160,10 @@ class ResultsRun(Run):
         if stamp == self.stamp:
             return False
         if st.st_size < self.good or (st.st_ino != self.stamp[2] and self.stamp[2] != -1):
-            self._reset()  # shrunk or replaced: start over
+            self._reset()
         with self.path.open("rb") as f:
+            if self.head and f.read(len(self.head)) != self.head:
+                self._reset()
             f.seek(self.good)
             data = f.read(st.st_size - self.good)
         pos = self.good
@@ -172,6 +178,9 @@ class ResultsRun(Run):
                 self._add(raw, pos)
             pos += len(raw)
             self.good = pos
+        if len(self.head) < min(HEAD_BYTES, self.good):
+            with self.path.open("rb") as f:
+                self.head = f.read(min(HEAD_BYTES, self.good))
         self.stamp = (st.st_size, st.st_mtime_ns, st.st_ino) if self.good == st.st_size else (-1, -1, st.st_ino)
         return True
 

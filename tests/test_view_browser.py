@@ -180,3 +180,35 @@ def test_adaptive_trace_and_exported_page(driver, tmp_path):
     assert len(rows) == 1 and "sub-3" in rows[0].text
     driver.get(out.as_uri() + "#/run/r1/p/0")
     check_tree(driver, json.loads(BEAM.read_text().splitlines()[0]))
+
+
+def test_live_view_follows_a_run_as_problems_finish(driver, tmp_path):
+    import asyncio
+    import threading
+
+    from ttscale.core.types import Problem
+    from ttscale.engines.scripted import ScriptedEngine
+    from ttscale.lab.runner import Runner
+    from ttscale.verifiers.math_answers import MathAnswers
+
+    f = tmp_path / "run.jsonl"
+    f.write_text("")  # `ttscale run` has opened its file, nothing finished yet
+    problems = [Problem(id=f"q{i}", prompt="q", answer=str(i)) for i in range(4)]
+    eng = ScriptedEngine({f"q{i}": [f"\\boxed{{{i}}}"] for i in range(4)}, delay_s=1.5)
+    runner = Runner(engine=eng, strategy="self_consistency", params={"n": 2}, answers=MathAnswers(),
+                    grader=MathAnswers(), progress=False, concurrency=1)
+    with served([f]) as url:
+        driver.get(url)
+        until(lambda: "No finished problem yet" in css(driver, "#app")[0].text, what="empty run shown")
+        t = threading.Thread(target=lambda: asyncio.run(runner.run(problems, f)))
+        t.start()
+        seen = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            n = driver.execute_script("return document.querySelectorAll('#problems tbody tr').length")
+            seen.add(n)
+            if n == 4:
+                break
+            time.sleep(0.2)
+        t.join(30)
+    assert 4 in seen and seen & {1, 2, 3}, seen  # it grew while the run was writing

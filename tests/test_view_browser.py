@@ -41,9 +41,11 @@ def css(d, sel):
 
 
 def click(d, sel):
-    """Click through JS (an SVG node may sit under another element's box)."""
-    el = wait_for(d, sel)[0]
-    d.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", el)
+    """Click the first match through JS, found and clicked in one step (the page may be redrawing;
+    an SVG node may sit under another element's box)."""
+    js = ("const e = document.querySelector(arguments[0]); if (!e) return false;"
+          "e.dispatchEvent(new MouseEvent('click', {bubbles: true})); return true;")
+    until(lambda: d.execute_script(js, sel), what=f"{sel} to click")
 
 
 def until(fn, timeout=15.0, what="condition"):
@@ -118,8 +120,9 @@ def test_view_beam_results_file_table_and_tree(driver):
         assert [r.find_element("css selector", "td:nth-child(2)").text for r in rows] == ["add-1", "mul-2", "sub-3"]
         assert "66.7%" in css(driver, "#summary")[0].text
         click(driver, "th[data-sort=generated_tokens]")
-        until(lambda: "sort=generated_tokens" in driver.current_url, what="sorted")
+        wait_for(driver, "th.sorted[data-sort=generated_tokens]:not(.desc)")
         click(driver, "th[data-sort=generated_tokens]")  # again: descending
+        wait_for(driver, "th.sorted.desc[data-sort=generated_tokens]")
         until(lambda: [r.text.split()[1] for r in css(driver, "#problems tbody tr")] == ["add-1", "sub-3", "mul-2"],
               what="sorted by tokens, descending")
         click(driver, '#problems a[href$="/p/2"]')

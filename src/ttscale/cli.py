@@ -235,6 +235,15 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _register_view() -> None:
+    from ttscale.view.command import view_command
+
+    app.command("view", help="Look inside runs and sweeps in the browser (local web app, or --export one page).")(view_command)
+
+
+_register_view()
+
+
 def main() -> None:
     """Console entry point: clear one-line errors, tracebacks only with --debug."""
     debug = "--debug" in sys.argv[1:]

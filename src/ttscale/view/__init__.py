@@ -1,0 +1,1 @@
+"""``ttscale view``: runs, problems, search trees, votes and sweeps in the browser (local, no internet)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.core.errors import ConfigError
-from ttscale.lab.policy import load_policy
+from ttscale.core.policy import load_policy
 from ttscale.lab.table_io import load_table
 from ttscale.view.data import (
     ResultsRun,

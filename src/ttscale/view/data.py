@@ -22,8 +22,8 @@ from statistics import fmean
 from typing import Any
 
 from ttscale.core.errors import ConfigError
-from ttscale.lab.policy import is_policy_file
-from ttscale.lab.table_io import config_label, is_table_input
+from ttscale.core.policy import is_policy_file
+from ttscale.lab.table_io import all_params_label, is_table_input
 
 SORT_KEYS = ("index", "problem_id", "correct", "answer", "reference", "generated_tokens", "generations",
              "wall_time_s", "candidates", "sample_accuracy")
@@ -213,7 +213,7 @@ class ResultsRun(Run):
 def run_meta(rec: Mapping[str, Any], path: str) -> dict[str, Any]:
     params = dict(rec.get("params") or {})
     return {"path": path, "strategy": str(rec.get("strategy", "")), "params": params,
-            "config": config_label(str(rec.get("strategy", "")), params), "engine": str(rec.get("engine", "")),
+            "config": all_params_label(str(rec.get("strategy", "")), params), "engine": str(rec.get("engine", "")),
             "model": str(rec.get("model", "")), "seed": rec.get("seed", 0), "budget": rec.get("budget") or {}}
 
 

@@ -9,7 +9,7 @@ from statistics import fmean
 from typing import Any
 
 from ttscale.core.errors import ConfigError
-from ttscale.lab.runner import read_results
+from ttscale.lab.runner import one_per_problem, read_results
 
 
 def load_records(paths: Iterable[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
@@ -23,18 +23,21 @@ def load_records(paths: Iterable[str | Path]) -> list[tuple[Path, dict[str, Any]
         for r in records:
             if "problem_id" not in r or "cost" not in r:
                 raise ConfigError(f"{p} is not a ttscale results file (a line lacks problem_id/cost)")
-            out.append((p, r))
+        out.extend((p, r) for r in records)
     return out
 
 
 def summarize(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """One row per (file, strategy, params, seed): accuracy, single-sample accuracy and mean costs."""
+    """One row per (file, strategy, params, seed): accuracy, single-sample accuracy and mean costs.
+    Each problem counts once: where a file holds a problem twice (two runs wrote it at once), the
+    first record is used."""
     groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = {}
     for p, r in load_records(paths):
         key = (str(p), r.get("strategy", ""), json.dumps(r.get("params", {}), sort_keys=True), r.get("seed", 0))
         groups.setdefault(key, []).append(r)
     rows = []
-    for (path, strat, params, seed), rs in groups.items():
+    for (path, strat, params, seed), recs in groups.items():
+        rs = one_per_problem(recs)  # a problem written twice counts once (the first record)
         graded = [r for r in rs if r.get("correct") is not None]
         per_sample = [
             fmean(bool(c["correct"]) for c in r["candidates"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -67,6 +68,7 @@ def run(
     from ttscale.lab import run_command as rc
     from ttscale.lab.runner import DEFAULT_SYSTEM_PROMPT, results_lock
 
+    signal.signal(signal.SIGTERM, rc.raise_terminated)  # SIGTERM stops like Ctrl-C (exit 143)
     spec = rc.RunSpec(
         engine=engine, model=model, eparams=parse_kv(engine_param, "--engine-param"),
         extras=_extra_engines(extra_engine), strategy=strategy, params=parse_kv(param, "--param"),

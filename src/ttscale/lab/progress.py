@@ -62,8 +62,9 @@ class RunProgress:
     # --- what is shown ------------------------------------------------------------------------
     def stats(self) -> dict[str, str]:
         tokens, samples = self.live.read()
-        elapsed = self.clock() - self.t0
-        tps = f"{tokens / elapsed:.1f}" if tokens and elapsed > 0 else "-"
+        first = self.live.first_token_at
+        elapsed = self.clock() - first if first is not None else 0.0  # generation speed, from the first token
+        tps = f"{tokens / elapsed:.1f}" if tokens and elapsed >= 1.0 else "-"
         return {"tokens": f"{tokens:,}", "samples": str(samples), "tps": tps, "acc": self.acc}
 
     def phase(self) -> str:

@@ -187,40 +187,37 @@ def load_engines(spec: RunSpec, out: Console) -> tuple[Engine, dict[str, Engine]
     return eng, extra
 
 
-def _raise_terminated(signum: int, frame: Any) -> None:
+def raise_terminated(signum: int, frame: Any) -> None:
+    """SIGTERM handler outside the event loop (install it first thing): stop like Ctrl-C."""
     raise Terminated()
 
 
 def execute(spec: RunSpec, ds: Dataset, out: Path, *, no_grade: bool, concurrency: int, progress: bool,
             progress_every: float, console: Console) -> RunSummary:
-    """Load the engines, run, close them. SIGTERM stops like Ctrl-C: while loading it raises
-    :class:`Terminated`; while running it cancels the problems in flight (``summary.terminated``)."""
+    """Load the engines, run, close them. While running, SIGTERM cancels the problems in flight
+    like Ctrl-C (``summary.terminated``); outside the loop :func:`raise_terminated` handles it."""
     from ttscale.lab.runner import Runner
     from ttscale.verifiers import make_verifier
     from ttscale.verifiers.math_answers import MathAnswers
 
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    eng, extra = load_engines(spec, console)
     try:
-        eng, extra = load_engines(spec, console)
-        try:
-            verifiers = {name: make_verifier(name, eng, spec.vparams if i == 0 else {})
-                         for i, name in enumerate(spec.verifiers)}
-            runner = Runner(
-                engine=eng, strategy=spec.strategy, params=spec.params, answers=MathAnswers(),
-                grader=None if no_grade else make_grader(ds), budget=spec.budget, seed=spec.seed,
-                system_prompt=spec.system_prompt, concurrency=concurrency, verifiers=verifiers,
-                make_verifier=lambda n: make_verifier(n, eng), progress=progress, engines=extra,
-                fingerprint=fingerprint(spec, ds, no_grade=no_grade), progress_interval_s=progress_every,
-                console=console,
-            )
-            console.print(f"[bold]ttscale run[/]: {spec.strategy} on {ds.name} ({len(ds.problems)} problems) "
-                          f"with {eng.name}:{eng.model} -> {out}", soft_wrap=True)
-        except BaseException:
-            asyncio.run(_close([eng, *extra.values()]))
-            raise
-        return asyncio.run(_run_async(runner, ds, out, [eng, *extra.values()]))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        verifiers = {name: make_verifier(name, eng, spec.vparams if i == 0 else {})
+                     for i, name in enumerate(spec.verifiers)}
+        runner = Runner(
+            engine=eng, strategy=spec.strategy, params=spec.params, answers=MathAnswers(),
+            grader=None if no_grade else make_grader(ds), budget=spec.budget, seed=spec.seed,
+            system_prompt=spec.system_prompt, concurrency=concurrency, verifiers=verifiers,
+            make_verifier=lambda n: make_verifier(n, eng), progress=progress, engines=extra,
+            fingerprint=fingerprint(spec, ds, no_grade=no_grade), progress_interval_s=progress_every,
+            console=console,
+        )
+        console.print(f"[bold]ttscale run[/]: {spec.strategy} on {ds.name} ({len(ds.problems)} problems) "
+                      f"with {eng.name}:{eng.model} -> {out}", soft_wrap=True)
+    except BaseException:
+        asyncio.run(_close([eng, *extra.values()]))
+        raise
+    return asyncio.run(_run_async(runner, ds, out, [eng, *extra.values()]))
 
 
 async def _close(engines: list[Engine]) -> None:
@@ -235,17 +232,19 @@ async def _run_async(runner: Any, ds: Dataset, out: Path, engines: list[Engine])
 
     def on_term() -> None:
         nonlocal terminated
-        terminated = True
-        if task is not None:
+        if not terminated and task is not None:  # once: a repeated SIGTERM does not cut the clean-up
             task.cancel()
+        terminated = True
 
     loop.add_signal_handler(signal.SIGTERM, on_term)
     try:
         summary: RunSummary = await runner.run(ds.problems, out, lock=False)
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, _raise_terminated)
-        await _close(engines)
+        try:
+            await _close(engines)
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, raise_terminated)
     summary.terminated = terminated
     summary.interrupted = summary.interrupted or terminated
     return summary

@@ -310,6 +310,7 @@ def test_a_second_writer_is_refused(tmp_path):
     assert f"another ttscale run is writing {out}" in r.stderr and not out.exists()
     again = cli(*scripted_args(tmp_path), "--out", str(out), "--no-progress")
     assert again.returncode == 0, again.stderr  # the lock is released with the holder
+    assert not Path(f"{out}.lock").exists()  # and no lock file stays beside the results
 
 
 async def test_runner_refuses_a_locked_file(tmp_path):

@@ -147,7 +147,8 @@ def check_resume(path: Path, records: Sequence[dict[str, Any]], want: Mapping[st
 
 @contextmanager
 def results_lock(path: str | Path) -> Iterator[Path]:
-    """Hold ``<path>.lock`` while writing ``path``; ConfigError at once if another process holds it."""
+    """Hold ``<path>.lock`` while writing ``path``; ConfigError at once if another process holds it.
+    The lock file exists only while a run holds it."""
     from filelock import FileLock, Timeout
 
     lock_path = Path(f"{path}.lock")
@@ -163,6 +164,9 @@ def results_lock(path: str | Path) -> Iterator[Path]:
     try:
         yield lock_path
     finally:
+        # removed while still held: a process already waiting on this file finds it unlinked once it
+        # gets it and retries on a fresh one (filelock checks), so no stale .lock stays beside the results
+        lock_path.unlink(missing_ok=True)
         lock.release()
 
 

@@ -193,6 +193,7 @@ def test_progress_lines_when_stdout_is_not_a_terminal(tmp_path):
         (["--verifier-param", "x=1"], "--verifier-param needs a --verifier"),
         (["--engine-param", "bogus=1"], "engine 'embedded' has no parameter bogus"),
         (["--extra-engine", "big=warp"], "unknown engine 'warp'"),
+        (["--strategy", "compute_optimal"], "strategy 'compute_optimal': parameter policy is required"),
     ],
 )
 def test_bad_input_on_the_default_model_exits_2_before_loading(tmp_path, args, message):

@@ -99,6 +99,9 @@ def check_strategy(
     try:
         asyncio.run(go())
     except (ConfigError, ValueError) as e:
-        raise ConfigError(f"strategy {entry.name!r} cannot run with these settings: {e}") from e
+        msg = str(e)
+        if f"strategy {entry.name!r}" not in msg:
+            msg = f"strategy {entry.name!r} cannot run with these settings: {msg}"
+        raise ConfigError(msg) from e
     except Exception:  # anything else is the real run's to report
         return

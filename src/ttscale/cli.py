@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ttscale.core.errors import TtscaleError
@@ -21,21 +21,23 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
     help="ttscale: spend test-time compute (sampling, verifying, searching) to answer hard prompts better.",
 )
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True)
+# off a terminal nothing is wrapped: a long hint (a pip command) stays one pasteable line
+console = Console(width=None if sys.stdout.isatty() else 200, soft_wrap=not sys.stdout.isatty())
+err_console = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
-DEFAULT_LIMIT = 6
-"""Problems of the bundled dataset that a bare ``ttscale run`` solves (~15 minutes on 2 CPU cores)."""
+ENGINE_NAMES = "embedded, openai, replay, scripted, ensemble"
 
 
 @app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks on errors")] = False) -> None:
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", metavar="", help="show tracebacks on errors")] = False,
+) -> None:
     _state["debug"] = debug
 
 
 @app.command()
 def run(
-    engine: Annotated[str, typer.Option(help="engine: embedded, openai, replay, scripted")] = "embedded",
+    engine: Annotated[str, typer.Option(help=f"engine: {ENGINE_NAMES}")] = "embedded",
     model: Annotated[str | None, typer.Option(help="model: a name, a GGUF path, an upstream model or a file")] = None,
     engine_param: Annotated[list[str] | None, typer.Option("--engine-param", help="engine option key=value")] = None,
     extra_engine: Annotated[list[str] | None, typer.Option(
@@ -43,6 +45,8 @@ def run(
     dataset: Annotated[str, typer.Option(help="file, preset (gsm8k, math500, aime24), hf:NAME, rg:TASK")] = "default",
     question_field: Annotated[str | None, typer.Option(help="field holding the question")] = None,
     answer_field: Annotated[str | None, typer.Option(help="field holding the reference answer")] = None,
+    no_grade: Annotated[bool, typer.Option(
+        "--no-grade", metavar="", help="run without grading (a dataset without reference answers)")] = False,
     split: Annotated[str | None, typer.Option(help="dataset split (Hugging Face)")] = None,
     limit: Annotated[int | None, typer.Option(help="run only the first N problems")] = None,
     dataset_seed: Annotated[int, typer.Option(help="seed of generated datasets (rg:TASK)")] = 0,
@@ -56,63 +60,40 @@ def run(
     system_prompt: Annotated[str | None, typer.Option(help="system prompt ('' for none)")] = None,
     concurrency: Annotated[int, typer.Option(help="problems in flight at once")] = 16,
     out: Annotated[Path | None, typer.Option(help="results JSONL (rerun with the same file to resume)")] = None,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    progress: Annotated[bool, typer.Option(
+        metavar="", help="show progress: a live bar on a terminal, else a plain line every --progress-every s")] = True,
+    progress_every: Annotated[float, typer.Option(help="seconds between plain progress lines (no terminal)")] = 15.0,
 ) -> None:
     """Run a strategy over a dataset; one JSON line per problem, resumable."""
-    from ttscale.core.budget import Budget
-    from ttscale.datasets import load_dataset, make_grader
-    from ttscale.engines import make_engine
-    from ttscale.lab.runner import DEFAULT_SYSTEM_PROMPT, Runner
-    from ttscale.verifiers import make_verifier
-    from ttscale.verifiers.math_answers import MathAnswers
+    from ttscale.lab import run_command as rc
+    from ttscale.lab.runner import DEFAULT_SYSTEM_PROMPT, results_lock
 
-    params = parse_kv(param, "--param")
-    eparams = parse_kv(engine_param, "--engine-param")
-    vparams = parse_kv(verifier_param, "--verifier-param")
+    signal.signal(signal.SIGTERM, rc.raise_terminated)  # SIGTERM stops like Ctrl-C (exit 143)
+    spec = rc.RunSpec(
+        engine=engine, model=model, eparams=parse_kv(engine_param, "--engine-param"),
+        extras=_extra_engines(extra_engine), strategy=strategy, params=parse_kv(param, "--param"),
+        verifiers=list(verifier or []), vparams=parse_kv(verifier_param, "--verifier-param"),
+        budget=rc.make_budget(max_generations, max_generated_tokens), seed=seed,
+        system_prompt=DEFAULT_SYSTEM_PROMPT if system_prompt is None else (system_prompt or None),
+    )
+    if concurrency < 1:
+        raise TtscaleError(f"--concurrency must be >= 1, got {concurrency}")
+    if progress_every <= 0:
+        raise TtscaleError(f"--progress-every must be > 0 seconds, got {progress_every}")
     if engine == "replay" and dataset == "default" and model:
         dataset = model
-    if dataset == "default" and limit is None:
-        limit = DEFAULT_LIMIT
-        console.print(f"bundled dataset: the first {limit} problems (--limit 40 for all of them)")
-    ds = load_dataset(dataset, question_field=question_field, answer_field=answer_field, split=split,
-                      limit=limit, seed=dataset_seed)
-    budget = Budget(max_generations, max_generated_tokens)
-    from ttscale.strategies.base import load_strategies
+    ds = rc.run_dataset(dataset, question_field=question_field, answer_field=answer_field, split=split,
+                        limit=limit, seed=dataset_seed, no_grade=no_grade, out=console)
+    checked = rc.check_before_loading(spec, ds)
+    out = out or rc.default_out(spec, checked, ds.name)
+    with results_lock(out):  # before the model loads: a second run on the same file stops here
+        rc.check_resume_early(out, spec, checked, ds, no_grade=no_grade)
+        summary = rc.execute(spec, ds, out, no_grade=no_grade, concurrency=concurrency, progress=progress,
+                             progress_every=progress_every, console=console)
+    _print_run_summary(summary, out)
 
-    entry = load_strategies().get(strategy)
-    checked = entry.make_params(params)  # validate before loading a model
-    extras = _extra_engines(extra_engine)
-    eng = make_engine(engine, model, eparams)
-    engines = {name: make_engine(kind, m, {}) for name, (kind, m) in extras.items()}
-    if out is None:
-        key = json.dumps([json.loads(json.dumps(checked, default=lambda o: o.__dict__)), budget.to_dict()],
-                         sort_keys=True)
-        digest = hashlib.sha1(key.encode()).hexdigest()[:8]
-        out = Path("runs") / f"{slug(ds.name)}__{strategy}__{slug(eng.model)}__s{seed}__{digest}.jsonl"
 
-    verifiers = {}
-    for name in verifier or []:
-        verifiers[name] = make_verifier(name, eng, vparams if name == (verifier or [None])[0] else {})
-
-    runner = Runner(
-        engine=eng, strategy=strategy, params=params, answers=MathAnswers(), grader=make_grader(ds),
-        budget=budget, seed=seed,
-        system_prompt=DEFAULT_SYSTEM_PROMPT if system_prompt is None else (system_prompt or None),
-        concurrency=concurrency, verifiers=verifiers, make_verifier=lambda n: make_verifier(n, eng),
-        progress=progress, engines=engines,
-    )
-    console.print(f"[bold]ttscale run[/]: {strategy} on {ds.name} ({len(ds.problems)} problems) "
-                  f"with {eng.name}:{eng.model} -> {out}")
-
-    async def go() -> Any:
-        try:
-            return await runner.run(ds.problems, out)
-        finally:
-            await eng.aclose()
-            for e in engines.values():
-                await e.aclose()
-
-    summary = asyncio.run(go())
+def _print_run_summary(summary: Any, out: Path) -> None:
     acc = f"{summary.accuracy:.1%}" if summary.accuracy is not None else "n/a"
     console.print(
         f"{summary.done_before + summary.done_now}/{summary.total} problems done "
@@ -122,8 +103,9 @@ def run(
     console.print(f"results: {out}")
     console.print(f"summary: ttscale report {out}")
     if summary.interrupted:
-        err_console.print("interrupted: finished problems are saved; rerun the same command to resume")
-        raise typer.Exit(130)
+        what = "terminated" if summary.terminated else "interrupted"
+        err_console.print(f"{what}: finished problems are saved; rerun the same command to resume")
+        raise typer.Exit(143 if summary.terminated else 130)
 
 
 def _extra_engines(specs: list[str] | None) -> dict[str, tuple[str, str | None]]:
@@ -253,11 +235,13 @@ def main() -> None:
     except TtscaleError as e:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {e}")
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        err_console.print("interrupted")
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt) as e:
+        from ttscale.lab.run_command import Terminated
+
+        err_console.print("terminated" if isinstance(e, Terminated) else "interrupted")
+        sys.exit(143 if isinstance(e, Terminated) else 130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except Exception as e:  # click usage errors are ClickException
@@ -268,7 +252,8 @@ def main() -> None:
             sys.exit(e.exit_code)
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {type(e).__name__}: {e} (rerun with --debug for a traceback)")
+        err_console.print(f"[bold red]error:[/] {escape(str(e))} ({type(e).__name__}; rerun with --debug for a "
+                          "traceback)", highlight=False)
         sys.exit(1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,12 +37,43 @@ class Budget:
         return self.max_generations is None and self.max_generated_tokens is None
 
 
-class CostMeter:
-    """Counts everything one problem spends. Not shared between problems."""
+class LiveTally:
+    """Running totals of policy tokens and finished samples over a whole run, for progress displays.
 
-    def __init__(self, budget: Budget | None = None, params_count: float | None = None) -> None:
+    Shared by the meters of all problems; engines that stream add tokens as they arrive (through
+    ``GenerationRequest.on_tokens``, wired by the context), and the context settles each request's
+    exact counts when it returns. Thread-safe (streaming engines call from worker threads). Never
+    used for budgets or results: those come from the meter's own counters.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.tokens = 0
+        self.samples = 0
+        self.first_token_at: float | None = None
+
+    def add(self, tokens: int = 0, samples: int = 0) -> None:
+        with self._lock:
+            self.tokens += tokens
+            self.samples += samples
+            if self.first_token_at is None and self.tokens > 0:
+                self.first_token_at = time.perf_counter()
+
+    def read(self) -> tuple[int, int]:
+        """``(tokens, samples)`` so far."""
+        with self._lock:
+            return self.tokens, self.samples
+
+
+class CostMeter:
+    """Counts everything one problem spends. Not shared between problems (``live`` may be)."""
+
+    def __init__(
+        self, budget: Budget | None = None, params_count: float | None = None, live: LiveTally | None = None
+    ) -> None:
         self.budget = budget or Budget()
         self.params_count = params_count
+        self.live = live
         self.prompt_tokens = 0
         self.generated_tokens = 0
         self.generations = 0

@@ -8,16 +8,46 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ttscale.core.budget import CostMeter
+from ttscale.core.budget import CostMeter, LiveTally
 from ttscale.core.errors import ConfigError
 from ttscale.core.protocols import AnswerSpace, Engine, Verifier
 from ttscale.core.types import Candidate, Completion, GenerationRequest, Problem
 
 Role = Literal["policy", "verifier"]
+
+
+class _Streamed:
+    """The ``on_tokens`` hook of one policy request: forwards what a streaming engine reports to the
+    run's live tally (and to a hook the strategy set), then settles the exact counts on return."""
+
+    def __init__(self, live: LiveTally, inner: Callable[[int, bool], None] | None) -> None:
+        self.live = live
+        self.inner = inner
+        self.tokens = 0
+        self.samples = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, new_tokens: int, finished: bool) -> None:
+        with self._lock:
+            self.tokens += new_tokens
+            self.samples += bool(finished)
+        self.live.add(new_tokens, int(bool(finished)))
+        if self.inner is not None:
+            self.inner(new_tokens, finished)
+
+    def settle(self, out: Sequence[Completion]) -> None:
+        """Correct the tally to the completions' real counts (all of it for a non-streaming engine)."""
+        with self._lock:
+            dt = sum(c.completion_tokens for c in out) - self.tokens
+            ds = len(out) - self.samples
+            self.tokens += dt
+            self.samples += ds
+        self.live.add(dt, ds)
 
 
 def split_steps(text: str, delimiter: str = "\n\n") -> tuple[str, ...]:
@@ -77,12 +107,18 @@ class Context:
             return out
         n, max_tokens = self.meter.clip(req.n, req.max_tokens)
         req = req.with_(n=n, max_tokens=max_tokens)
+        live = self.meter.live
+        streamed = _Streamed(live, req.on_tokens) if live is not None else None
+        if streamed is not None:
+            req = req.with_(on_tokens=streamed)
         self.meter.reserve(n, max_tokens)
         try:
             out = await eng.generate(req)
         finally:
             self.meter.release(n, max_tokens)
         self.meter.charge_policy(out)
+        if streamed is not None:
+            streamed.settle(out)
         return out
 
     def to_candidate(self, c: Completion, *, prefix: str = "", parent: int | None = None) -> Candidate:

@@ -102,6 +102,22 @@ def _coerce(name: str, value: Any, tp: Any, owner: str) -> Any:
     return value
 
 
+def type_label(tp: Any) -> str:
+    """A parameter type for listings: ``int``, ``float | None``, ``list[str]``, and a ``Literal`` as
+    its allowed values (``last|min|prod|mean``)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return "|".join(map(str, typing.get_args(tp)))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_label(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "None"
+    if origin is not None:
+        args = ", ".join(type_label(a) for a in typing.get_args(tp) if a is not Ellipsis)
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
 @dataclass(frozen=True)
 class Entry(Generic[T]):
     """One registered thing: its name, summary, parameter dataclass and factory/function."""
@@ -139,7 +155,7 @@ class Entry(Generic[T]):
             tp = hints[f.name]
             out.append({
                 "name": f.name,
-                "type": getattr(tp, "__name__", str(tp).replace("typing.", "")),
+                "type": type_label(tp),
                 "default": default,
                 "help": f.metadata.get("help", ""),
             })

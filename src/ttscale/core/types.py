@@ -75,6 +75,12 @@ StreamMonitor = Callable[[Sequence[TokenLogprob], str], bool]
 sample at once. The engine reports it with ``finish_reason="cancelled"`` and charges only the tokens
 actually produced."""
 
+TokenProgress = Callable[[int, bool], None]
+"""Optional live progress hook: an engine that streams calls ``on_tokens(new_tokens, finished)`` as a
+sample's tokens arrive (``new_tokens`` produced since its last call for that sample; ``finished``
+once, when that sample ends). It may be called from any thread; keep it quick. Engines that do not
+stream never call it: the context then counts a request's tokens when it returns."""
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -102,6 +108,7 @@ class GenerationRequest:
     problem_id: str | None = None
     run_seed: int | None = None
     monitor: StreamMonitor | None = field(default=None, compare=False, repr=False)
+    on_tokens: TokenProgress | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.messages and self.raw_prompt is None:

@@ -19,6 +19,7 @@ Data stays raw: no instructions are added to the questions (strategies add the s
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -53,6 +54,13 @@ class Dataset:
     name: str
     problems: tuple[Problem, ...]
     grader: str = "math"
+    fields: tuple[str, ...] = ()  # the source's fields (first row of a file or Hugging Face dataset)
+    answer_field: str | None = None  # where reference answers came from (None: none found)
+    answer_field_guessed: bool = False  # picked from ANSWER_FIELDS rather than named by the user
+
+    @property
+    def has_references(self) -> bool:
+        return any(p.answer is not None for p in self.problems)
 
     def __len__(self) -> int:
         return len(self.problems)
@@ -204,6 +212,22 @@ def is_results(row: Mapping[str, Any]) -> bool:
     return "problem_id" in row and "candidates" in row
 
 
+def answer_field_of(
+    first: Mapping[str, Any], *, question_field: str | None = None, answer_field: str | None = None
+) -> tuple[str | None, bool]:
+    """The field :func:`rows_to_problems` takes reference answers from, given the first row, and
+    whether it was guessed (picked from :data:`ANSWER_FIELDS`) rather than named."""
+    if question_field is None and answer_field is None:
+        if is_recorded(first):
+            return "gold_answer", False
+        if is_results(first):
+            return "reference", False
+    if answer_field is not None:
+        return answer_field, False
+    af = _detect(list(first.keys()), ANSWER_FIELDS)
+    return af, af is not None
+
+
 def rows_to_problems(
     rows: Sequence[Mapping[str, Any]],
     *,
@@ -345,7 +369,9 @@ def load_file(
     if not rows:
         raise ConfigError(f"dataset file {p} has no rows")
     problems = rows_to_problems(rows, source=str(p), question_field=question_field, answer_field=answer_field)
-    return Dataset(name=p.stem, problems=tuple(problems), grader=grader)
+    af, guessed = answer_field_of(rows[0], question_field=question_field, answer_field=answer_field)
+    return Dataset(name=p.stem, problems=tuple(problems), grader=grader, fields=tuple(map(str, rows[0])),
+                   answer_field=af, answer_field_guessed=guessed)
 
 
 def default_dataset_path() -> Path:
@@ -355,7 +381,7 @@ def default_dataset_path() -> Path:
 
 def load_default() -> Dataset:
     ds = load_file(default_dataset_path())
-    return Dataset(name=DEFAULT_NAME, problems=ds.problems, grader="math")
+    return dataclasses.replace(ds, name=DEFAULT_NAME, grader="math", answer_field_guessed=False)
 
 
 def _load_hf(
@@ -371,14 +397,18 @@ def _load_hf(
     rows = load_hf_rows(name, config, split)
     if not rows:
         raise ConfigError(f"Hugging Face dataset {name!r} split {split!r} has no rows")
+    qf = question_field or (preset.question_field if preset else None)
+    af = answer_field or (preset.answer_field if preset else None)
     problems = rows_to_problems(
         rows,
         source=f"Hugging Face dataset {name}" + (f"@{split}" if split else ""),
-        question_field=question_field or (preset.question_field if preset else None),
-        answer_field=answer_field or (preset.answer_field if preset else None),
+        question_field=qf,
+        answer_field=af,
         id_field=preset.id_field if preset and preset.id_field and preset.id_field in rows[0] else None,
     )
-    return Dataset(name=label, problems=tuple(problems), grader="math")
+    picked, guessed = answer_field_of(rows[0], question_field=qf, answer_field=af)
+    return Dataset(name=label, problems=tuple(problems), grader="math", fields=tuple(map(str, rows[0])),
+                   answer_field=picked, answer_field_guessed=guessed)
 
 
 def _unknown(spec: str) -> ConfigError:
@@ -448,5 +478,5 @@ def load_dataset(
         else:
             raise _unknown(s)
     if limit is not None:
-        ds = Dataset(name=ds.name, problems=ds.problems[:limit], grader=ds.grader)
+        ds = dataclasses.replace(ds, problems=ds.problems[:limit])
     return ds

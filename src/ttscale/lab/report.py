@@ -9,10 +9,11 @@ from statistics import fmean
 from typing import Any
 
 from ttscale.core.errors import ConfigError
-from ttscale.lab.runner import read_results
+from ttscale.lab.runner import one_per_problem, read_results
 
 
 def load_records(paths: Iterable[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """``(file, record)`` pairs, one record per problem of each file (the first one written)."""
     out = []
     for p in map(Path, paths):
         if not p.exists():
@@ -23,12 +24,15 @@ def load_records(paths: Iterable[str | Path]) -> list[tuple[Path, dict[str, Any]
         for r in records:
             if "problem_id" not in r or "cost" not in r:
                 raise ConfigError(f"{p} is not a ttscale results file (a line lacks problem_id/cost)")
-            out.append((p, r))
+        # a problem written twice (two runs at once, before results files were locked) counts once
+        out.extend((p, r) for r in one_per_problem(records))
     return out
 
 
 def summarize(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """One row per (file, strategy, params, seed): accuracy, single-sample accuracy and mean costs."""
+    """One row per (file, strategy, params, seed): accuracy, single-sample accuracy and mean costs.
+    Each problem counts once: where a file holds a problem twice (two runs wrote it at once), the
+    first record is used."""
     groups: dict[tuple[str, str, str, int], list[dict[str, Any]]] = {}
     for p, r in load_records(paths):
         key = (str(p), r.get("strategy", ""), json.dumps(r.get("params", {}), sort_keys=True), r.get("seed", 0))

@@ -23,7 +23,9 @@ How a request is served (each part lives in its own module of :mod:`ttscale.serv
   usage chunk (``stream_options.include_usage``) and ``[DONE]``.
 - **Limits** (:class:`~ttscale.serve.middleware.GuardMiddleware`, before any work): API key (401),
   body size (413), requests in flight (429 + ``Retry-After``, never queued). Per-request timeout
-  gives 504.
+  gives 504. Per-request ceilings on generations and tokens (:mod:`~ttscale.serve.limits`) are
+  every request's default budget; asking for more, or for a parameter value a strategy cannot take
+  (or a body nested too deeply, a number too large), is a 400.
 - **Cancellation**: a client that goes away cancels the strategy task (so the engine's pending
   ``generate`` calls are cancelled): streaming through Starlette's disconnect listener and the
   generator's ``finally``, non-streaming by polling ``request.is_disconnected()`` while waiting.
@@ -33,7 +35,7 @@ How a request is served (each part lives in its own module of :mod:`ttscale.serv
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -46,12 +48,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ttscale.core.protocols import AnswerSpace, Engine, Verifier
 from ttscale.serve.config import ServeConfig
-from ttscale.serve.errors import ApiError, ClientGone, bad_request, error_body, error_for
+from ttscale.serve.errors import ApiError, ClientGone, error_body, error_for
 from ttscale.serve.jobs import Job, run_unary
 from ttscale.serve.metrics import CONTENT_TYPE, Metrics
 from ttscale.serve.middleware import GuardMiddleware
 from ttscale.serve.observed import ObservedContext
-from ttscale.serve.plan import parse_plan
+from ttscale.serve.plan import decode_body, parse_plan
 from ttscale.serve.render import render_json, text_pieces
 from ttscale.serve.state import ServeState, default_answers
 from ttscale.serve.streaming import stream_events
@@ -59,6 +61,8 @@ from ttscale.strategies.base import STRATEGIES, load_strategies
 
 # names other code imports from here
 __all__ = ["ObservedContext", "ServeState", "create_app", "text_pieces"]
+
+log = logging.getLogger("ttscale.serve")
 
 
 def create_app(config: ServeConfig | None = None, *, engine: Engine | None = None,
@@ -156,27 +160,25 @@ def _add_info_routes(app: FastAPI, state: ServeState) -> None:
 
 def _add_generation_routes(app: FastAPI, state: ServeState) -> None:
     async def generate(request: Request, kind: str) -> Response:
-        raw = await request.body()
         try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise bad_request(f"the request body is not valid JSON: {e}") from None
-        plan = parse_plan(body, kind, state)
-        _ = state.upstream
-        created = int(time.time())
-        if plan.stream:
-            return StreamingResponse(stream_events(plan, state, created), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        try:
+            plan = parse_plan(decode_body(await request.body()), kind, state)
+            _ = state.upstream
+            created = int(time.time())
+            if plan.stream:
+                return StreamingResponse(stream_events(plan, state, created), media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             ans = await run_unary(Job(plan, state), request)
+            state.metrics.charge(plan.strategy or "passthrough", ans.cost)
+            return JSONResponse(render_json(plan, ans, created))
         except ClientGone:
             return Response(status_code=499)
         except ApiError:
             raise
-        except Exception as e:
-            raise error_for(e) from e
-        state.metrics.charge(plan.strategy or "passthrough", ans.cost)
-        return JSONResponse(render_json(plan, ans, created))
+        except Exception as e:  # answered here: an exception reaching Starlette would also drop the connection
+            err = error_for(e)
+            if err.status >= 500:
+                log.error("%s %s failed: %s", request.method, request.url.path, err.message, exc_info=e)
+            raise err from e
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

@@ -45,6 +45,17 @@ def bad_request(message: str, param: str | None = None) -> ApiError:
     return ApiError(400, message, "invalid_request_error", "invalid_request", param)
 
 
+def show_value(v: Any) -> str:
+    """A client's value for an error message, cut short (an integer of thousands of digits, a deep list)."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 64:
+        return f"an integer of about {int(v.bit_length() * 0.30103) + 1} digits"
+    try:
+        text = repr(v)
+    except RecursionError:
+        text = f"a nested {type(v).__name__}"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def too_large(limit: int) -> ApiError:
     return ApiError(413, f"request body larger than {limit} bytes", "invalid_request_error", "request_too_large")
 

@@ -5,6 +5,7 @@ timeout (504) or when the client goes away."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,12 +45,23 @@ def finish_reason(reason: str) -> str:
 
 
 def info_jsonable(obj: Any) -> Any:
-    """``obj`` made JSON-ready for a response; never raises: what JSON cannot hold at all (keys that
-    are not strings or numbers, cycles) becomes the ``str`` of the whole value."""
+    """``obj`` made JSON-ready for a response; never raises: non-finite floats (which strict JSON
+    cannot hold) become ``"inf"``, ``"-inf"``, ``"nan"``, and a value JSON cannot hold at all (keys
+    that are not strings or numbers, cycles) becomes the ``str`` of the whole value."""
     try:
-        return jsonable(obj)
+        return _finite(jsonable(obj))
     except (TypeError, ValueError, RecursionError):
         return str(obj)
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    return v
 
 
 class Job:

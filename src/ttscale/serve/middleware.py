@@ -5,14 +5,16 @@ work and covers a streaming response until its last byte."""
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from typing import Any
 
-from ttscale.serve.errors import ApiError, too_large
+from ttscale.serve.errors import ApiError, error_for, too_large
 from ttscale.serve.state import ServeState
 
 GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions")
 _KNOWN_PATHS = (*GENERATION_PATHS, "/v1/models", "/health", "/metrics")
+log = logging.getLogger("ttscale.serve")
 
 
 def endpoint_label(path: str) -> str:
@@ -61,6 +63,13 @@ class GuardMiddleware:
                 await err.response()(scope, receive, send_wrapper)
                 return
             await self.app(scope, receive, send_wrapper)
+        except Exception as e:
+            # Answer it here: an exception that reaches the server also resets the connection.
+            if status["code"]:
+                raise  # the response has started; nothing else can be sent
+            err = error_for(e)
+            log.error("%s %s failed: %s", scope.get("method"), path, err.message, exc_info=e)
+            await err.response()(scope, receive, send_wrapper)
         finally:
             if acquired:
                 st.in_flight -= 1

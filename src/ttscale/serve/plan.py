@@ -5,6 +5,8 @@ do); unknown keys inside ``ttscale`` are refused."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,13 +17,17 @@ from ttscale.core.errors import ConfigError
 from ttscale.core.io import jsonable
 from ttscale.core.registry import Entry
 from ttscale.serve.config import ServeConfig
-from ttscale.serve.errors import bad_request
+from ttscale.serve.errors import bad_request, show_value
+from ttscale.serve.limits import MAX_LOGPROBS, check_strategy_params, generations_exceeded, tokens_exceeded
 from ttscale.serve.state import ServeState
 from ttscale.strategies.base import STRATEGIES, load_strategies
 
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
 _TTSCALE_KEYS = ("strategy", "params", "budget")
 _BUDGET_KEYS = ("max_generations", "max_generated_tokens")
+MAX_DEPTH = 32
+"""Deepest nesting of arrays/objects a request body may have."""
+_SEED_RANGE = (-(2**63), 2**63 - 1)
 
 
 @dataclass
@@ -70,6 +76,46 @@ class Sampling:
     include_usage: bool
 
 
+def decode_body(raw: bytes) -> Any:
+    """The JSON value of a request body, or a 400: invalid JSON (``NaN``/``Infinity`` included),
+    an integer too long to read, or nesting deeper than :data:`MAX_DEPTH`."""
+    try:
+        body = json.loads(raw, parse_constant=_no_constant)
+    except _NonFinite as e:
+        raise bad_request(f"the request body is not valid JSON: {e} is not a JSON value (numbers must be "
+                          "finite)") from None
+    except RecursionError:
+        raise bad_request(f"the request body nests arrays/objects too deeply (limit {MAX_DEPTH} levels)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise bad_request(f"the request body is not valid JSON: {e}") from None
+    except ValueError as e:  # an integer literal over sys.get_int_max_str_digits() digits
+        raise bad_request(f"the request body holds a number too large to read: {e}") from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _deeper_than(body, MAX_DEPTH):
+        raise bad_request(f"the request body nests arrays/objects too deeply (limit {MAX_DEPTH} levels)")
+    return body
+
+
+class _NonFinite(ValueError):
+    """``NaN``, ``Infinity`` or ``-Infinity`` in a body (Python's json reads them; JSON has none)."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NonFinite(name)
+
+
+def _deeper_than(obj: Any, limit: int) -> bool:
+    stack = [(obj, 1)]
+    while stack:
+        o, depth = stack.pop()
+        if not isinstance(o, dict | list):
+            continue
+        if depth > limit:
+            return True
+        children = o.values() if isinstance(o, dict) else o
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
 def parse_plan(body: Any, kind: str, state: ServeState) -> Plan:
     """Validate a request body; unknown fields are ignored (as other OpenAI-compatible servers do)."""
     cfg = state.config
@@ -84,14 +130,14 @@ def parse_plan(body: Any, kind: str, state: ServeState) -> Plan:
     if tt.get("params") and strategy is None:
         raise bad_request("'ttscale.params' given without a strategy", "ttscale")
     budget = _budget(tt, cfg)
-    s = _sampling(body)
+    s = _sampling(body, cfg)
     if kind == "chat":
         logprobs = _chat_logprobs(body)
         messages, prompt = _messages(body.get("messages")), None
     else:
-        logprobs = _num(body, "logprobs", int, 0, 20) or None
+        logprobs = _num(body, "logprobs", int, 0, MAX_LOGPROBS) or None
         messages, prompt = (), _prompt(body.get("prompt"))
-    entry, params = (None, None) if strategy is None else _strategy_params(strategy, tt, body, s)
+    entry, params = (None, None) if strategy is None else _strategy_params(strategy, tt, body, s, cfg)
     pfx = "chatcmpl" if kind == "chat" else "cmpl"
     return Plan(
         kind=kind, id=f"{pfx}-{uuid.uuid4().hex[:24]}", model=model, entry=entry, params=params, budget=budget,
@@ -142,20 +188,28 @@ def _budget(tt: Mapping[str, Any], cfg: ServeConfig) -> Budget:
     if bad:
         raise bad_request(f"'ttscale.budget' has unknown key(s) {', '.join(bad)}; known: max_generations, "
                           "max_generated_tokens", "ttscale")
-    caps = {"max_generations": cfg.max_generations, "max_generated_tokens": cfg.max_generated_tokens}
-    bvals: dict[str, int | None] = {}
+    caps = {"max_generations": cfg.max_request_generations, "max_generated_tokens": cfg.max_request_tokens}
+    bvals: dict[str, int] = {}
     for k, cap in caps.items():
         v = _num(braw, k, int, 1)
-        bvals[k] = v if cap is None else (cap if v is None else min(v, cap))
+        bvals[k] = cap if v is None else min(v, cap)
     return Budget(**bvals)
 
 
-def _sampling(body: Mapping[str, Any]) -> Sampling:
-    n = _num(body, "n", int, 1, 128, 1)
+def _sampling(body: Mapping[str, Any], cfg: ServeConfig) -> Sampling:
+    n = _num(body, "n", int, 1, default=1)
+    if n > cfg.max_request_generations:
+        raise generations_exceeded("n", n, cfg)
     temperature = _num(body, "temperature", float, 0.0, 2.0, 1.0)
     top_p = _num(body, "top_p", float, 0.0, 1.0, 1.0)
-    max_tokens = _num(body, "max_completion_tokens", int, 1) or _num(body, "max_tokens", int, 1)
-    seed = _num(body, "seed", int)
+    max_tokens = None
+    for key in ("max_completion_tokens", "max_tokens"):  # the first one set wins
+        max_tokens = _num(body, key, int, 1)
+        if max_tokens is not None:
+            if max_tokens > cfg.max_request_tokens:
+                raise tokens_exceeded(key, max_tokens, cfg)
+            break
+    seed = _num(body, "seed", int, *_SEED_RANGE)
     stop = _stop(body.get("stop"))
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
@@ -169,7 +223,7 @@ def _sampling(body: Mapping[str, Any]) -> Sampling:
 
 
 def _strategy_params(strategy: str, tt: Mapping[str, Any], body: Mapping[str, Any],
-                     s: Sampling) -> tuple[Entry[Any], Any]:
+                     s: Sampling, cfg: ServeConfig) -> tuple[Entry[Any], Any]:
     """The strategy's entry and params: ``ttscale.params``, then the request's ``temperature``,
     ``top_p`` and ``max_tokens`` for the params of those names that ``ttscale.params`` leaves unset."""
     try:
@@ -190,23 +244,29 @@ def _strategy_params(strategy: str, tt: Mapping[str, Any], body: Mapping[str, An
             pvals[key] = value
     try:
         params = entry.make_params(pvals)
-    except ConfigError as e:
+    except (ConfigError, TypeError, ValueError) as e:
         raise bad_request(str(e), "ttscale") from None
+    check_strategy_params(params, cfg, explicit=pvals)
     return entry, params
 
 
 def _num(body: Mapping[str, Any], key: str, kind: type, lo: float | None = None, hi: float | None = None,
          default: Any = None) -> Any:
+    """``body[key]`` as ``kind`` (``default`` when absent or null), or a 400 naming the key: not a
+    number, not finite, not integral for an int, or outside ``[lo, hi]`` (compared exactly, so a
+    huge integer is out of range rather than an overflow)."""
     v = body.get(key)
     if v is None:
         return default
-    if isinstance(v, bool) or not isinstance(v, int | float) or (kind is int and not float(v).is_integer()):
-        raise bad_request(f"'{key}' must be {'an integer' if kind is int else 'a number'}, got {v!r}", key)
-    v = kind(v)
+    if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not math.isfinite(v)):
+        raise bad_request(f"'{key}' must be {'an integer' if kind is int else 'a finite number'}, got "
+                          f"{show_value(v)}", key)
+    if kind is int and isinstance(v, float) and not v.is_integer():
+        raise bad_request(f"'{key}' must be an integer, got {v!r}", key)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         rng = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-        raise bad_request(f"'{key}' must be {rng}, got {v!r}", key)
-    return v
+        raise bad_request(f"'{key}' must be {rng}, got {show_value(v)}", key)
+    return kind(v)
 
 
 def _chat_logprobs(body: Mapping[str, Any]) -> int | None:
@@ -214,7 +274,7 @@ def _chat_logprobs(body: Mapping[str, Any]) -> int | None:
     if lp is not None and not isinstance(lp, bool):
         raise bad_request("'logprobs' must be a boolean", "logprobs")
     if lp:
-        return max(1, _num(body, "top_logprobs", int, 0, 20, 0))
+        return max(1, _num(body, "top_logprobs", int, 0, MAX_LOGPROBS, 0))
     return None
 
 
@@ -241,7 +301,7 @@ def _content(msg: Mapping[str, Any], i: int) -> str:
                 parts.append(p["text"])
             else:
                 kind = p.get("type") if isinstance(p, Mapping) else type(p).__name__
-                raise bad_request(f"messages[{i}]: content part of type {kind!r} is not supported "
+                raise bad_request(f"messages[{i}]: content part of type {show_value(kind)} is not supported "
                                   "(text only)", "messages")
         return "".join(parts)
     raise bad_request(f"messages[{i}].content must be a string or a list of text parts", "messages")
@@ -255,8 +315,8 @@ def _messages(raw: Any) -> tuple[dict[str, str], ...]:
         if not isinstance(m, Mapping):
             raise bad_request(f"messages[{i}] must be an object", "messages")
         role = m.get("role")
-        if role not in _ROLES:
-            raise bad_request(f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}, got {role!r}",
+        if not isinstance(role, str) or role not in _ROLES:
+            raise bad_request(f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}, got {show_value(role)}",
                               "messages")
         if m.get("tool_calls"):
             raise bad_request(f"messages[{i}]: tool calls are not supported by ttscale serve", "messages")

@@ -151,7 +151,7 @@ def test_strategy_via_extra_body_request_fields_and_budget() -> None:
         assert tt["strategy"] == "self_consistency"
         # request fields become the strategy's params of the same name
         assert tt["params"]["temperature"] == 0.2 and tt["params"]["max_tokens"] == 50
-        assert tt["budget"] == {"max_generations": 3, "max_generated_tokens": None}
+        assert tt["budget"] == {"max_generations": 3, "max_generated_tokens": 262144}  # the server default caps tokens
         # the budget clips n=5 to 3 samples: 5, 5, 7
         assert eng.calls[-1].n == 3
         assert r.model_extra["ttscale_usage"]["generations"] == 3

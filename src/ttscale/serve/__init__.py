@@ -7,8 +7,10 @@ See :mod:`ttscale.serve.app` for the protocol (strategy selection, streaming pro
 limits, cancellation) and :func:`ttscale.serve.command.serve_command` for the CLI.
 """
 
-from ttscale.serve.app import ObservedContext, ServeState, create_app
+from ttscale.serve.app import create_app
 from ttscale.serve.config import API_KEY_ENV, ServeConfig
 from ttscale.serve.metrics import Metrics
+from ttscale.serve.observed import ObservedContext
+from ttscale.serve.state import ServeState
 
 __all__ = ["API_KEY_ENV", "Metrics", "ObservedContext", "ServeConfig", "ServeState", "create_app"]

@@ -49,8 +49,16 @@ def serve_command(
     timeout_s: Annotated[float | None, typer.Option(help="per-request time limit in seconds (default 600)")] = None,
     max_body_bytes: Annotated[int | None, typer.Option(help="largest request body (default 1000000)")] = None,
     served_model_name: Annotated[str | None, typer.Option(help="name of the upstream model in /v1/models")] = None,
-    max_generations: Annotated[int | None, typer.Option(help="cap on policy generations per request")] = None,
-    max_generated_tokens: Annotated[int | None, typer.Option(help="cap on generated tokens per request")] = None,
+    max_request_generations: Annotated[int | None, typer.Option(
+        "--max-request-generations", "--max-generations",
+        help="ceiling on policy generations per request: the default budget, the largest n and sample-count "
+             "parameter (larger is refused with 400) (default 256)")] = None,
+    max_request_tokens: Annotated[int | None, typer.Option(
+        "--max-request-tokens", "--max-generated-tokens",
+        help="ceiling on generated tokens per request: the default budget, the largest max_tokens and token "
+             "parameter (larger is refused with 400) (default 262144)")] = None,
+    allow_no_auth: Annotated[bool, typer.Option(
+        "--allow-no-auth", help="allow a non-loopback --host without an API key")] = False,
     config: Annotated[Path | None, typer.Option(help="YAML/JSON file of settings (flags override it)")] = None,
     log_level: Annotated[str | None, typer.Option(help="uvicorn log level (default info)")] = None,
 ) -> None:
@@ -62,13 +70,18 @@ def serve_command(
     cfg = build_config(
         config, engine=engine, model=model, engine_params=parse_kv(engine_param, "--engine-param"), host=host, port=port,
         api_key=api_key, max_concurrency=max_concurrency, timeout_s=timeout_s, max_body_bytes=max_body_bytes,
-        served_model_name=served_model_name, max_generations=max_generations,
-        max_generated_tokens=max_generated_tokens, log_level=log_level,
+        served_model_name=served_model_name, max_request_generations=max_request_generations,
+        max_request_tokens=max_request_tokens, allow_no_auth=allow_no_auth or None, log_level=log_level,
     )
+    problem = cfg.open_bind_problem()
+    if problem is not None:
+        typer.echo(f"ttscale serve: {problem}", err=True)
+        raise typer.Exit(2)
     check_config(cfg)
     auth = "API key required" if cfg.api_key else "no API key (set --api-key or $" + API_KEY_ENV + ")"
     typer.echo(f"ttscale serve: {cfg.engine}:{cfg.model or '(default model)'} on http://{cfg.host}:{cfg.port}/v1 "
-               f"({auth}; max {cfg.max_concurrency} in flight, timeout {cfg.timeout_s:g} s)", err=True)
+               f"({auth}; max {cfg.max_concurrency} in flight, timeout {cfg.timeout_s:g} s; per request at most "
+               f"{cfg.max_request_generations} generations and {cfg.max_request_tokens} tokens)", err=True)
     uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level=cfg.log_level,
                 timeout_graceful_shutdown=5, access_log=cfg.log_level == "debug")
 

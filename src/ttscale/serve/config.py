@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,10 +42,15 @@ class ServeConfig:
     """``max_tokens`` of pass-through requests that do not set it."""
     seed: int = 0
     """Run seed of strategy requests that do not set ``seed``."""
-    max_generations: int | None = None
-    """Server-side cap on policy generations per request (applies to strategies and pass-through)."""
-    max_generated_tokens: int | None = None
-    """Server-side cap on generated tokens per request."""
+    max_request_generations: int = 256
+    """Ceiling on policy generations per request: the default budget of every request (a request's
+    own ``ttscale.budget`` may only lower it), the largest pass-through ``n`` and the largest
+    sample-count parameter of a strategy (a larger value is refused with 400)."""
+    max_request_tokens: int = 262144
+    """Ceiling on generated policy tokens per request: the default budget of every request, the
+    largest ``max_tokens`` and the largest token parameter of a strategy (larger is refused)."""
+    allow_no_auth: bool = False
+    """Allow binding a non-loopback address without an API key (refused otherwise)."""
     system_prompt: str | None = None
     """Prepended only when a request has no system message of its own (None = send messages as they are)."""
     verifier_params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -69,10 +75,19 @@ class ServeConfig:
             raise ConfigError(f"serve: port must be in 1..65535, got {self.port}")
         if self.default_max_tokens < 1:
             raise ConfigError(f"serve: default_max_tokens must be >= 1, got {self.default_max_tokens}")
-        for name in ("max_generations", "max_generated_tokens"):
+        for name in ("max_request_generations", "max_request_tokens"):
             v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ConfigError(f"serve: {name} must be >= 1 or unset, got {v}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"serve: {name} must be an integer >= 1, got {v!r}")
+
+    def open_bind_problem(self) -> str | None:
+        """Why this config must not start: a non-loopback address without an API key (unless
+        ``allow_no_auth``); None when it may."""
+        if self.api_key or self.allow_no_auth or is_loopback(self.host):
+            return None
+        return (f"refusing to serve on {self.host!r} without an API key: anyone who can reach it could "
+                f"spend the upstream engine. Set --api-key (or ${API_KEY_ENV}), bind 127.0.0.1, or pass "
+                "--allow-no-auth to serve without one anyway")
 
     @classmethod
     def field_names(cls) -> set[str]:
@@ -80,6 +95,7 @@ class ServeConfig:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "config") -> ServeConfig:
+        data = {_RENAMED.get(k, k): v for k, v in data.items()}
         known = cls.field_names()
         unknown = sorted(set(data) - known)
         if unknown:
@@ -95,6 +111,20 @@ class ServeConfig:
         data = read_config_file(path)
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_mapping(data, source=str(path))
+
+
+_RENAMED = {"max_generations": "max_request_generations", "max_generated_tokens": "max_request_tokens"}
+"""Earlier names of settings, still read from config files."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server on this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import asyncio
 import importlib.util
 import os
 import socket
+import time
 
 import pytest
 
@@ -14,7 +15,7 @@ from ttscale.core.types import GenerationRequest
 from ttscale.engines.base import ENGINES
 from ttscale.engines.openai import OpenAIEngine, OpenAIParams, parse_logprobs
 
-from openai_stub_server import start_stub_server
+from openai_stub_server import start_hanging_server, start_stub_server
 
 Q = "What is 2+3?"
 SCRIPT = {Q: ["The answer is 5", "I think it is 6 or so"], "Say hi": ["hello there friend"]}
@@ -258,7 +259,7 @@ async def test_llamacpp_server_end_to_end():
     p.n_ctx = 2048
     p.n_parallel = 2
     server = xlc.Server(p)
-    e = OpenAIEngine("smollm2", OpenAIParams(base_url=server.listening_address + "/v1", timeout_s=120))
+    e = OpenAIEngine("smollm2", OpenAIParams(base_url=server.listening_address + "/v1", read_timeout_s=120))
     try:
         (c,) = await e.generate(chat(temperature=0.0, max_tokens=16))
         assert c.text.strip() and c.completion_tokens > 0 and c.prompt_tokens > 0
@@ -284,3 +285,61 @@ async def test_llamacpp_server_end_to_end():
         assert c.finish_reason == "cancelled" and c.completion_tokens == 3
     finally:
         await e.aclose()
+
+
+# --- timeouts: a server that accepts the connection and hangs ---------------------------------
+
+async def _fails(params: OpenAIParams, req: GenerationRequest) -> tuple[str, float]:
+    e = OpenAIEngine("m", params)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(EngineError) as ei:
+            await e.generate(req)
+    finally:
+        await e.aclose()
+    return str(ei.value), time.monotonic() - t0
+
+
+async def test_hanging_server_fails_at_the_read_timeout_and_says_so():
+    with start_hanging_server() as (url, seen):
+        msg, took = await _fails(OpenAIParams(base_url=url, read_timeout_s=0.2, max_retries=1, backoff_s=0.01,
+                                              deadline_s=0), chat())
+        assert seen.connections >= 1 and seen.received > 0  # reachable: the request was sent
+    assert took < 3.0
+    assert "read timeout" in msg and "read_timeout_s=0.2" in msg and "2 attempts" in msg and url in msg
+    assert "server is running" not in msg and "cannot reach" not in msg
+
+
+async def test_deadline_cuts_retries_short_and_says_so():
+    with start_hanging_server() as (url, _):
+        msg, took = await _fails(OpenAIParams(base_url=url, read_timeout_s=0.3, max_retries=100, backoff_s=0.01,
+                                              deadline_s=1.0), chat())
+    assert 0.9 < took < 2.5
+    assert msg.startswith("openai engine: deadline:") and "deadline_s=1 s" in msg
+    assert "read_timeout_s=0.3" in msg  # the last attempt's failure is named too
+    assert "server is running" not in msg
+
+
+async def test_deadline_on_a_stream_that_trickles_within_the_read_timeout():
+    long = " ".join(f"w{i}" for i in range(200))
+    with start_stub_server({Q: [long]}, token_delay_s=0.05) as (url, control):
+        msg, took = await _fails(OpenAIParams(base_url=url, read_timeout_s=5.0, deadline_s=0.5),
+                                 chat(monitor=lambda t, s: False))
+        assert control.stream_chunks_sent > 2
+    assert took < 2.0 and "deadline_s=0.5 s" in msg and "first attempt was still waiting" in msg
+
+
+async def test_hanging_stream_fails_at_the_read_timeout():
+    with start_hanging_server() as (url, _):
+        msg, took = await _fails(OpenAIParams(base_url=url, read_timeout_s=0.2, max_retries=0, deadline_s=0),
+                                 chat(monitor=lambda t, s: False))
+    assert took < 2.0 and "read timeout" in msg and "1 attempt)" in msg
+
+
+def test_timeouts_must_be_positive():
+    with pytest.raises(ConfigError, match="read_timeout_s must be > 0"):
+        OpenAIEngine("m", OpenAIParams(read_timeout_s=0))
+    with pytest.raises(ConfigError, match="connect_timeout_s must be > 0"):
+        OpenAIEngine("m", OpenAIParams(connect_timeout_s=-1))
+    with pytest.raises(ConfigError, match="deadline_s must be >= 0"):
+        OpenAIEngine("m", OpenAIParams(deadline_s=-1))

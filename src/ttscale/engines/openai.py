@@ -10,6 +10,9 @@ handled in this engine: here (what to send, how to split ``n``), in
 - **Retries**: 429, 5xx, connection errors and timeouts are retried with exponential backoff and
   jitter (``tenacity``), honouring ``Retry-After``; other 4xx fail at once. The final
   :class:`EngineError` names the URL, the HTTP status, a body excerpt and the number of attempts.
+- **Timeouts**: ``connect_timeout_s`` (opening a connection), ``read_timeout_s`` (silence from a
+  connected server) per attempt, and ``deadline_s`` per request, retries included; the error says
+  which one fired (a server that accepts and hangs is not reported as unreachable).
 - **Endpoints**: requests with ``messages`` go to ``/chat/completions``; requests with a
   ``raw_prompt`` (chat template bypassed) go to ``/completions``. ``endpoint="completions"`` makes
   requests without a ``raw_prompt`` an error rather than silently using the chat template.
@@ -58,7 +61,7 @@ from ttscale.core.errors import ConfigError, EngineError
 from ttscale.core.registry import param
 from ttscale.core.types import Completion, GenerationRequest
 from ttscale.engines.base import engine
-from ttscale.engines.openai_http import NTooLarge, Retrier, excerpt, post_json, post_stream
+from ttscale.engines.openai_http import Clocks, NTooLarge, Retrier, excerpt, post_json, post_stream
 from ttscale.engines.openai_wire import (
     Route,
     StreamedSample,
@@ -82,7 +85,11 @@ class OpenAIParams:
         "chat", "chat: /chat/completions with the server's chat template; completions: raw prompts only"
     )
     max_concurrency: int = param(64, "most HTTP requests in flight at once")
-    timeout_s: float = param(600.0, "seconds before one HTTP request times out (then it is retried)")
+    connect_timeout_s: float = param(10.0, "seconds to open a connection (then it is retried)")
+    read_timeout_s: float = param(
+        300.0, "seconds a connected server may send nothing before the attempt is retried (a non-streamed "
+        "answer comes only when generation ends)")
+    deadline_s: float = param(900.0, "seconds one request may take in all, retries and backoff included (0 = none)")
     max_retries: int = param(5, "retries on 429, 5xx, connection errors and timeouts")
     params_count: float | None = param(None, "model parameter count, for FLOPs estimates (e.g. 1.5e9)")
     backoff_s: float = param(0.5, "initial retry backoff in seconds (doubles per retry, with jitter)")
@@ -108,6 +115,11 @@ class OpenAIEngine:
             raise ConfigError(f"openai engine: max_concurrency must be >= 1, got {p.max_concurrency}")
         if p.max_retries < 0:
             raise ConfigError(f"openai engine: max_retries must be >= 0, got {p.max_retries}")
+        for name in ("connect_timeout_s", "read_timeout_s"):
+            if not getattr(p, name) > 0:
+                raise ConfigError(f"openai engine: {name} must be > 0 seconds, got {getattr(p, name)}")
+        if p.deadline_s < 0:
+            raise ConfigError(f"openai engine: deadline_s must be >= 0 seconds (0 = none), got {p.deadline_s}")
         self.params = p
         self.model = model
         self.base_url = p.base_url.rstrip("/")
@@ -115,13 +127,14 @@ class OpenAIEngine:
         self.extra_body = dict(extra_body or {})
         key = p.api_key or os.environ.get("TTSCALE_API_KEY") or os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        clocks = Clocks(p.connect_timeout_s, p.read_timeout_s, p.deadline_s)
         self._client = httpx.AsyncClient(
             headers=headers,
-            timeout=httpx.Timeout(p.timeout_s, connect=min(p.timeout_s, 30.0)),
+            timeout=clocks.timeout(),
             limits=httpx.Limits(max_connections=p.max_concurrency, max_keepalive_connections=p.max_concurrency),
             transport=transport,
         )
-        self._retry = Retrier(p.max_retries, p.backoff_s, p.backoff_max_s)
+        self._retry = Retrier(p.max_retries, p.backoff_s, p.backoff_max_s, clocks)
         self._sem = asyncio.Semaphore(p.max_concurrency)
         self._n_cap: int | None = p.max_n if p.max_n > 0 else None
 

@@ -1,19 +1,27 @@
-"""HTTP for the ``openai`` engine: one POST (plain or streamed), status checks and retries.
+"""HTTP for the ``openai`` engine: one POST (plain or streamed), status checks, retries, timeouts.
 
 429, 5xx, connection errors and timeouts are retried with exponential backoff and jitter
-(``tenacity``), honouring ``Retry-After``; other 4xx fail at once. The final
-:class:`~ttscale.core.errors.EngineError` names the URL, the HTTP status, a body excerpt and the
-number of attempts. A 400 that says how many samples the server accepts per request (llama.cpp's
-"Field 'n' ... <= value <= K") is raised as :class:`NTooLarge` so the engine can ask again in chunks.
+(``tenacity``), honouring ``Retry-After``; other 4xx fail at once. Three clocks bound a request:
+``connect_timeout_s`` to open a connection, ``read_timeout_s`` of silence from a connected server
+(for a non-streamed request that is the whole generation), and ``deadline_s`` for the request in
+all, attempts and backoff included, so a server that accepts connections and then hangs fails in
+``deadline_s`` rather than after every attempt's read timeout. The final
+:class:`~ttscale.core.errors.EngineError` says which one fired (connection refused, connect
+timeout, read timeout, dropped connection, deadline) and names the URL, the setting to change, the
+HTTP status and a body excerpt where there is one, and the number of attempts. A 400 that says how
+many samples the server accepts per request (llama.cpp's "Field 'n' ... <= value <= K") is raised
+as :class:`NTooLarge` so the engine can ask again in chunks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import random
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -84,15 +92,30 @@ def check_status(url: str, status: int, headers: httpx.Headers, text: str, n: in
         raise EngineError(f"openai engine: POST {url} failed with HTTP {status} (not retried): {excerpt(text)}")
 
 
+@dataclass(frozen=True)
+class Clocks:
+    """The time limits of one request, in seconds (``deadline_s`` 0: none)."""
+
+    connect_timeout_s: float
+    read_timeout_s: float
+    deadline_s: float
+
+    def timeout(self) -> httpx.Timeout:
+        """httpx's per-attempt limits (writes share the read limit; the engine's semaphore keeps
+        the connection pool from being waited on)."""
+        return httpx.Timeout(self.read_timeout_s, connect=self.connect_timeout_s, pool=None)
+
+
 class Retrier:
     """Runs one request's attempts: up to ``max_retries`` more after the first, on
     :class:`Retryable` only, waiting ``backoff_s * 2**k`` plus jitter (at most ``backoff_max_s``)
-    or what ``Retry-After`` asked."""
+    or what ``Retry-After`` asked, all within ``clocks.deadline_s``."""
 
-    def __init__(self, max_retries: int, backoff_s: float, backoff_max_s: float) -> None:
+    def __init__(self, max_retries: int, backoff_s: float, backoff_max_s: float, clocks: Clocks) -> None:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
+        self.clocks = clocks
         self.attempts_made = 0
         """HTTP attempts made over the engine's life (for tests and diagnostics)."""
 
@@ -104,32 +127,76 @@ class Retrier:
         return min(self.backoff_max_s, exp + random.uniform(0, self.backoff_s))
 
     async def run(self, url: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        """``await attempt()`` until it succeeds, fails for good or the attempts are used up."""
+        """``await attempt()`` until it succeeds, fails for good, the attempts are used up or the
+        deadline passes."""
         attempts = 0
+        last: Retryable | None = None
+        deadline = asyncio.timeout(self.clocks.deadline_s or None)
         try:
-            async for a in AsyncRetrying(
-                stop=stop_after_attempt(self.max_retries + 1),
-                wait=self._wait,
-                retry=retry_if_exception_type(Retryable),
-                reraise=True,
-            ):
-                with a:
-                    attempts += 1
-                    self.attempts_made += 1
-                    return await attempt()
+            async with deadline:
+                async for a in AsyncRetrying(
+                    stop=stop_after_attempt(self.max_retries + 1),
+                    wait=self._wait,
+                    retry=retry_if_exception_type(Retryable),
+                    reraise=True,
+                ):
+                    with a:
+                        attempts += 1
+                        self.attempts_made += 1
+                        try:
+                            return await attempt()
+                        except Retryable as e:
+                            last = e
+                            raise
         except Retryable as e:
-            raise _give_up(url, e, attempts) from (e.cause if e.status is None else None)
+            raise _give_up(url, e, attempts, self.clocks) from (e.cause if e.status is None else None)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise _past_deadline(url, last, attempts, self.clocks) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _give_up(url: str, e: Retryable, attempts: int) -> EngineError:
-    times = f"{attempts} attempt{'s' if attempts != 1 else ''}"
-    if e.status is None:
-        return EngineError(
-            f"openai engine: cannot reach {url} after {times} ({type(e.cause).__name__}: "
-            f"{e.body or e.cause}); check that the server is running and that base_url is right"
-        )
-    return EngineError(f"openai engine: POST {url} failed after {times}: HTTP {e.status}: {excerpt(e.body)}")
+def _times(attempts: int) -> str:
+    return f"{attempts} attempt{'s' if attempts != 1 else ''}"
+
+
+def _give_up(url: str, e: Retryable, attempts: int, clocks: Clocks) -> EngineError:
+    times = _times(attempts)
+    if e.status is not None:
+        return EngineError(f"openai engine: POST {url} failed after {times}: HTTP {e.status}: {excerpt(e.body)}")
+    what, advice = _transport_failure(url, e.cause, clocks)
+    return EngineError(f"openai engine: {what} (after {times}){advice}")
+
+
+def _transport_failure(url: str, cause: BaseException | None, clocks: Clocks) -> tuple[str, str]:
+    """What a transport error means, in words, and what to do about it."""
+    name = type(cause).__name__
+    reach = "; check that the server is running and that base_url is right"
+    if isinstance(cause, httpx.ConnectTimeout):
+        return f"cannot reach {url}: connecting timed out after connect_timeout_s={clocks.connect_timeout_s:g} s", reach
+    if isinstance(cause, httpx.ConnectError):
+        return f"cannot reach {url} ({name}: {cause})", reach
+    if isinstance(cause, httpx.ReadTimeout):
+        return (f"read timeout: {url} accepted the request but sent nothing for read_timeout_s="
+                f"{clocks.read_timeout_s:g} s", "; the server is up but stuck or overloaded (a non-streamed "
+                "answer arrives only when generation ends: raise read_timeout_s for long generations)")
+    if isinstance(cause, httpx.TimeoutException):
+        return f"{url} timed out ({name}: {cause})", ""
+    return f"the connection to {url} broke off without an answer ({name}: {cause})", ""
+
+
+def _past_deadline(url: str, last: Retryable | None, attempts: int, clocks: Clocks) -> EngineError:
+    if last is None:
+        why = "the first attempt was still waiting for an answer"
+    elif last.status is not None:
+        why = f"the last failure was HTTP {last.status}"
+    else:
+        why = "the last failure: " + _transport_failure(url, last.cause, clocks)[0]
+    return EngineError(
+        f"openai engine: deadline: POST {url} did not complete within deadline_s={clocks.deadline_s:g} s "
+        f"({_times(attempts)}; {why}); the server is reachable but slow or stuck: raise deadline_s "
+        "for long generations, or check the server")
 
 
 async def post_json(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -164,4 +231,5 @@ async def post_stream(client: httpx.AsyncClient, url: str, body: dict[str, Any],
     except httpx.TransportError as e:
         if not has_output():
             raise Retryable(url, None, str(e), cause=e) from e
-        raise EngineError(f"openai engine: stream from {url} broke off: {e}") from e
+        stalled = " (no data for read_timeout_s)" if isinstance(e, httpx.ReadTimeout) else ""
+        raise EngineError(f"openai engine: stream from {url} broke off{stalled}: {type(e).__name__}: {e}") from e

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from ttscale.datasets import load_dataset, make_grader
-from ttscale.engines.embedded import EmbeddedEngine
+from ttscale.engines.embedded import EmbeddedEngine, EmbeddedParams
 from ttscale.lab.runner import Runner
 from ttscale.verifiers.math_answers import MathAnswers
 
@@ -77,8 +77,8 @@ async def main(argv: list[str] | None = None) -> int:
             "max_tokens": a.max_tokens, "temperature": a.temperature}
     t0 = time.perf_counter()
     slot_ctx = 1024 + a.max_tokens
-    engine = EmbeddedEngine(a.model, n_parallel=a.n_parallel, n_ctx=a.n_parallel * slot_ctx,
-                            threads=a.threads or None)
+    engine = EmbeddedEngine(a.model, EmbeddedParams(n_parallel=a.n_parallel, n_ctx=a.n_parallel * slot_ctx,
+                                                    threads=a.threads or 0))
     print(f"model {engine.model} ({engine.model_path.name}), {len(problems)} problems of {ds.name}, "
           f"{os.cpu_count()} cpus, load {time.perf_counter() - t0:.1f}s", flush=True)
     print("params", json.dumps(base), f"seed={a.seed}", flush=True)

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from ttscale.core.budget import Budget, CostMeter
 from ttscale.core.context import Context
 from ttscale.core.types import GenerationRequest, Problem
-from ttscale.engines.embedded import EmbeddedEngine
+from ttscale.engines.embedded import EmbeddedEngine, EmbeddedParams
 
 QUESTIONS = [
     "A baker makes 24 muffins and sells 3/4 of them. How many are left?",
@@ -120,8 +120,8 @@ async def run_strategy(eng: EmbeddedEngine, problems: list[Problem], args, rep: 
 
 async def main_async(args) -> None:
     t0 = time.perf_counter()
-    eng = EmbeddedEngine(args.model, n_parallel=args.n_parallel or args.problems * args.n,
-                         threads=args.threads or None, ignore_eos=True, poll=args.poll)
+    eng = EmbeddedEngine(args.model, EmbeddedParams(n_parallel=args.n_parallel or args.problems * args.n,
+                                                    threads=args.threads or 0, ignore_eos=True, poll=args.poll))
     load_s = time.perf_counter() - t0
     problems = _problems(args.problems)
     k = args.problems * args.n

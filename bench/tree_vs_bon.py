@@ -42,7 +42,7 @@ from ttscale.core.context import Context
 from ttscale.core.protocols import Verifier
 from ttscale.core.types import Completion, GenerationRequest
 from ttscale.datasets import load_dataset
-from ttscale.engines.embedded import EmbeddedEngine
+from ttscale.engines.embedded import EmbeddedEngine, EmbeddedParams
 from ttscale.lab.runner import DEFAULT_SYSTEM_PROMPT
 from ttscale.strategies.base import load_strategies
 from ttscale.verifiers.math_answers import MathAnswers
@@ -129,8 +129,9 @@ async def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     problems = load_dataset("default", limit=a.limit).problems
     def make(store_mib: int) -> EmbeddedEngine:
-        return EmbeddedEngine(a.model, n_parallel=a.n_parallel, n_ctx=a.n_parallel * 2048, threads=a.threads or None,
-                              share_prefix=bool(a.share_prefix), kv_store_mib=store_mib)
+        return EmbeddedEngine(a.model, EmbeddedParams(
+            n_parallel=a.n_parallel, n_ctx=a.n_parallel * 2048, threads=a.threads or 0,
+            share_prefix=bool(a.share_prefix), kv_store_mib=store_mib))
 
     eng = make(a.kv_store_mib)
     plain = None if a.no_compare else make(0)

@@ -19,6 +19,7 @@ legacy logprobs format unless ``control.chat_logprobs_on_completions`` (as llama
 Fault injection and observation go through :class:`StubControl` (thread-safe): ``fail_next``,
 ``bad_request_next``, ``ignore_n``, ``delay_s``, ``token_delay_s``, ``echo_prefix``; every request
 body is kept in ``requests``, and ``max_in_flight`` records the most concurrent requests.
+:func:`start_hanging_server` is an upstream that accepts connections and never answers.
 """
 
 from __future__ import annotations
@@ -343,4 +344,52 @@ def start_stub_server(script: Script | Mapping[str, Any] | ScriptedEngine, *,
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        sock.close()
+
+
+@dataclass
+class HangingServer:
+    """What :func:`start_hanging_server` saw: connections accepted and bytes received."""
+
+    connections: int = 0
+    received: int = 0
+
+
+@contextmanager
+def start_hanging_server() -> Iterator[tuple[str, HangingServer]]:
+    """A TCP server on 127.0.0.1 that accepts every connection, reads the request and never
+    answers (an upstream that is up but stuck); yields ``(base_url, seen)``."""
+    sock = _free_socket()
+    sock.listen(64)
+    sock.settimeout(0.05)
+    port = sock.getsockname()[1]
+    seen = HangingServer()
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                pass
+            else:
+                conn.settimeout(0.0)
+                held.append(conn)
+                seen.connections += 1
+            for c in held:
+                try:
+                    seen.received += len(c.recv(65536))
+                except (BlockingIOError, OSError):
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True, name=f"hanging-{port}")
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}/v1", seen
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for c in held:
+            c.close()
         sock.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -202,7 +203,8 @@ async def _wait_until(pred, seconds: float) -> None:
 @pytest.mark.model
 async def test_task_cancellation_stops_backend(embedded_small):
     e = embedded_small
-    e.ignore_eos = True
+    plain = e.params
+    e.params = dataclasses.replace(plain, ignore_eos=True)
     try:
         before = e.generated_tokens
         task = asyncio.create_task(e.generate(GenerationRequest(messages=POEM, max_tokens=1500, n=2)))
@@ -217,7 +219,7 @@ async def test_task_cancellation_stops_backend(embedded_small):
         assert time.monotonic() - t0 < 3.0
         assert 0 < e.generated_tokens - before < 2 * 1500 / 2
     finally:
-        e.ignore_eos = False
+        e.params = plain
 
 
 @pytest.mark.model
@@ -251,9 +253,9 @@ async def test_monitor_exception_propagates(embedded_small):
 def test_priority_pool_runs_earlier_problems_first_and_cancels_queued_jobs() -> None:
     import threading
 
-    from ttscale.engines.embedded import _PriorityPool
+    from ttscale.engines.priority_pool import PriorityPool
 
-    pool = _PriorityPool(1, "t")
+    pool = PriorityPool(1, "t")
     gate = threading.Event()
     order: list[int] = []
     first = pool.submit(0, gate.wait)  # occupies the only worker
@@ -273,9 +275,9 @@ def test_priority_pool_runs_earlier_problems_first_and_cancels_queued_jobs() -> 
 async def test_host_kv_store_restores_evicted_continuations_and_fans_out_prompts():
     import os
 
-    from ttscale.engines.embedded import EmbeddedEngine
+    from ttscale.engines.embedded import EmbeddedEngine, EmbeddedParams
 
-    e = EmbeddedEngine("smollm2-135m", n_parallel=1, n_ctx=2048, kv_min_gain=8)
+    e = EmbeddedEngine("smollm2-135m", EmbeddedParams(n_parallel=1, n_ctx=2048, kv_min_gain=8))
     try:
         kv_dir = e.kv_dir
         assert kv_dir and os.path.isdir(kv_dir)
@@ -301,3 +303,59 @@ async def test_host_kv_store_restores_evicted_continuations_and_fans_out_prompts
     finally:
         await e.aclose()
     assert not os.path.exists(kv_dir)
+
+
+def test_stale_kv_store_dirs_of_dead_processes_are_removed(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from ttscale.engines.llama_kv_store import make_store_dir, remove_stale_stores
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f"ttscale-kv-{dead_pid}-abc"
+    mine = tmp_path / f"ttscale-kv-{os.getpid()}-def"
+    other = tmp_path / "ttscale-kv-notapid-x"
+    for d in (stale, mine, other):
+        d.mkdir()
+        (d / "snap").write_bytes(b"kv")
+    remove_stale_stores(str(tmp_path))
+    assert not stale.exists() and mine.exists() and other.exists()
+    made = make_store_dir(str(tmp_path), 1)
+    assert os.path.dirname(made) == str(tmp_path) and os.path.basename(made).startswith(f"ttscale-kv-{os.getpid()}-")
+
+
+def test_chunk_sink_fills_streams_and_stops_on_monitor_error_and_cancel() -> None:
+    import threading
+
+    from ttscale.engines.llama_stream import ChunkSink, Stream, to_completion
+
+    def chunk(index: int, tok: str, tid: int, finish: str | None = None) -> dict:
+        return {"choices": [{"index": index, "text": tok, "finish_reason": finish, "logprobs": {"content": [
+            {"token": tok, "logprob": -0.5, "id": tid, "top_logprobs": [{"token": tok, "logprob": -0.5},
+                                                                       {"token": "x", "logprob": -2.0}]}]}}]}
+
+    ev = threading.Event()
+    a, b = Stream(cancel=ev), Stream(cancel=ev)
+    sink = ChunkSink([a, b], None, 1)
+    assert sink(chunk(0, "Hi", 5)) is False and sink(chunk(1, "Yo", 7)) is False
+    assert sink(chunk(0, "!", 9, "stop")) is False
+    assert (a.text, a.ids, a.finish, b.text, b.ids) == ("Hi!", [5, 9], "stop", "Yo", [7])
+    assert a.tokens[0].top == (("Hi", -0.5),)  # top_k = 1
+    ev.set()
+    assert sink(chunk(1, " there", 8)) is True and b.cancelled and not a.cancelled
+    req = GenerationRequest(messages=POEM, logprobs=1)
+    c = to_completion(b, req, (1, 2, 3), shared=True)
+    assert (c.text, c.finish_reason, c.completion_tokens, c.token_ids, c.cached_prompt_tokens) == (
+        "Yo there", "cancelled", 2, (7, 8), 3)
+
+    s = Stream(cancel=threading.Event())
+    boom = ChunkSink([s], lambda toks, text: 1 / 0, 0)
+    assert boom(chunk(0, "a", 1)) is True and isinstance(s.failure, ZeroDivisionError)
+    s2 = Stream(cancel=threading.Event())
+    stop = ChunkSink([s2], lambda toks, text: len(toks) >= 2, 0)
+    assert stop(chunk(0, "a", 1)) is False and stop(chunk(0, "b", 2)) is True and s2.cancelled
+    err = ChunkSink([s2], None, 0)
+    assert err({"error": {"message": "slot busy"}}) is True and s2.error == "slot busy"

@@ -174,3 +174,44 @@ async def test_worker_error_is_false_counted_and_not_cached(monkeypatch, caplog)
     assert m.stats["errors"] == 1 and "pool is broken" in caplog.text
     assert await m.equivalent("1/2", "0.5") is False
     assert m.stats["errors"] == 2 and m.stats["cache_hits"] == 0
+
+
+POOL_USER = """
+import asyncio, os, signal, sys
+from ttscale.verifiers.answer_check import AnswerCheck  # noqa: F401  (the oracle shares the pool)
+from ttscale.verifiers.math_answers import MathAnswers
+
+async def main():
+    m = MathAnswers()
+    assert await m.equivalent("1/2", "0.5") and m.stats["symbolic"] == 1
+    print("compared", flush=True)
+    if sys.argv[1] == "raise":
+        raise RuntimeError("ends with an error")
+    if sys.argv[1] == "sigterm":
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(60)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(("how", "rc"), [("return", 0), ("raise", 1), ("sigterm", 143)])
+def test_math_verify_pool_is_closed_on_every_exit(tmp_path, how, rc):
+    """A process that used the Math-Verify worker pool leaves no semaphores behind for
+    multiprocessing's resource tracker to warn about, whether it returns, fails or is sent SIGTERM."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import ttscale
+
+    script = tmp_path / "use_pool.py"
+    script.write_text(POOL_USER)
+    src = str(Path(ttscale.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, str(script), how], capture_output=True, text=True, timeout=180, env=env)
+    assert "compared" in r.stdout, r.stderr
+    assert r.returncode == rc, r.stderr
+    assert "leaked semaphore" not in r.stderr and "resource_tracker" not in r.stderr, r.stderr

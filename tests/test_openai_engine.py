@@ -6,15 +6,16 @@ import asyncio
 import importlib.util
 import os
 import socket
+import time
 
 import pytest
 
 from ttscale.core.errors import ConfigError, EngineError
 from ttscale.core.types import GenerationRequest
 from ttscale.engines.base import ENGINES
-from ttscale.engines.openai import OpenAIEngine, parse_logprobs
+from ttscale.engines.openai import OpenAIEngine, OpenAIParams, parse_logprobs
 
-from openai_stub_server import start_stub_server
+from openai_stub_server import start_hanging_server, start_stub_server
 
 Q = "What is 2+3?"
 SCRIPT = {Q: ["The answer is 5", "I think it is 6 or so"], "Say hi": ["hello there friend"]}
@@ -33,7 +34,7 @@ def stub():
 @pytest.fixture
 async def eng(stub):
     url, _ = stub
-    e = OpenAIEngine("stub-model", base_url=url, backoff_s=0.01, max_retries=3)
+    e = OpenAIEngine("stub-model", OpenAIParams(base_url=url, backoff_s=0.01, max_retries=3))
     yield e
     await e.aclose()
 
@@ -74,7 +75,7 @@ async def test_chat_logprobs_and_exact_counts(stub, eng):
 
 async def test_completions_round_trip_legacy_logprobs():
     with start_stub_server({"Once upon": ["a time there was"]}) as (url2, control2):
-        e = OpenAIEngine("stub-model", base_url=url2, endpoint="completions")
+        e = OpenAIEngine("stub-model", OpenAIParams(base_url=url2, endpoint="completions"))
         try:
             out = await e.generate(GenerationRequest(raw_prompt="Once upon", n=2, logprobs=3, stop=("was",)))
         finally:
@@ -92,7 +93,7 @@ async def test_completions_round_trip_legacy_logprobs():
 
 async def test_completions_endpoint_needs_raw_prompt(stub):
     url, _ = stub
-    e = OpenAIEngine("m", base_url=url, endpoint="completions")
+    e = OpenAIEngine("m", OpenAIParams(base_url=url, endpoint="completions"))
     with pytest.raises(EngineError, match="raw prompt"):
         await e.generate(chat())
     await e.aclose()
@@ -123,7 +124,7 @@ async def test_retries_on_429_and_503_then_success(stub, eng):
 async def test_gives_up_with_url_status_and_body(stub):
     url, control = stub
     control.fail_next(10, 503, body={"error": {"message": "engine overloaded " + "x" * 1000}})
-    e = OpenAIEngine("m", base_url=url, backoff_s=0.001, max_retries=2)
+    e = OpenAIEngine("m", OpenAIParams(base_url=url, backoff_s=0.001, max_retries=2))
     with pytest.raises(EngineError) as ei:
         await e.generate(chat())
     await e.aclose()
@@ -148,7 +149,7 @@ async def test_connection_refused_names_url():
     port = s.getsockname()[1]
     s.close()
     url = f"http://127.0.0.1:{port}/v1"
-    e = OpenAIEngine("m", base_url=url, backoff_s=0.001, max_retries=1)
+    e = OpenAIEngine("m", OpenAIParams(base_url=url, backoff_s=0.001, max_retries=1))
     with pytest.raises(EngineError) as ei:
         await e.generate(chat())
     await e.aclose()
@@ -177,7 +178,7 @@ async def test_n_limit_from_llamacpp_style_400(stub, eng):
 async def test_max_concurrency_respected(stub):
     url, control = stub
     control.delay_s = 0.15
-    e = OpenAIEngine("m", base_url=url, max_concurrency=2)
+    e = OpenAIEngine("m", OpenAIParams(base_url=url, max_concurrency=2))
     out = await asyncio.gather(*(e.generate(chat()) for _ in range(6)))
     await e.aclose()
     assert len(out) == 6 and control.n_requests == 6
@@ -233,7 +234,7 @@ async def test_registry_factory(stub, monkeypatch):
     params = entry.make_params({"base_url": url, "max_concurrency": "3", "params_count": "1.5e9"})
     e = entry.target("stub-model", params)
     assert isinstance(e, OpenAIEngine)
-    assert e.params_count == 1.5e9 and e.max_concurrency == 3
+    assert e.params_count == 1.5e9 and e.params.max_concurrency == 3
     assert e._client.headers["authorization"] == "Bearer sk-test"
     out = await e.generate(chat("Say hi"))
     assert out[0].text == "hello there friend"
@@ -258,7 +259,7 @@ async def test_llamacpp_server_end_to_end():
     p.n_ctx = 2048
     p.n_parallel = 2
     server = xlc.Server(p)
-    e = OpenAIEngine("smollm2", base_url=server.listening_address + "/v1", timeout_s=120)
+    e = OpenAIEngine("smollm2", OpenAIParams(base_url=server.listening_address + "/v1", read_timeout_s=120))
     try:
         (c,) = await e.generate(chat(temperature=0.0, max_tokens=16))
         assert c.text.strip() and c.completion_tokens > 0 and c.prompt_tokens > 0
@@ -284,3 +285,61 @@ async def test_llamacpp_server_end_to_end():
         assert c.finish_reason == "cancelled" and c.completion_tokens == 3
     finally:
         await e.aclose()
+
+
+# --- timeouts: a server that accepts the connection and hangs ---------------------------------
+
+async def _fails(params: OpenAIParams, req: GenerationRequest) -> tuple[str, float]:
+    e = OpenAIEngine("m", params)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(EngineError) as ei:
+            await e.generate(req)
+    finally:
+        await e.aclose()
+    return str(ei.value), time.monotonic() - t0
+
+
+async def test_hanging_server_fails_at_the_read_timeout_and_says_so():
+    with start_hanging_server() as (url, seen):
+        msg, took = await _fails(OpenAIParams(base_url=url, read_timeout_s=0.2, max_retries=1, backoff_s=0.01,
+                                              deadline_s=0), chat())
+        assert seen.connections >= 1 and seen.received > 0  # reachable: the request was sent
+    assert took < 3.0
+    assert "read timeout" in msg and "read_timeout_s=0.2" in msg and "2 attempts" in msg and url in msg
+    assert "server is running" not in msg and "cannot reach" not in msg
+
+
+async def test_deadline_cuts_retries_short_and_says_so():
+    with start_hanging_server() as (url, _):
+        msg, took = await _fails(OpenAIParams(base_url=url, read_timeout_s=0.3, max_retries=100, backoff_s=0.01,
+                                              deadline_s=1.0), chat())
+    assert 0.9 < took < 2.5
+    assert msg.startswith("openai engine: deadline:") and "deadline_s=1 s" in msg
+    assert "read_timeout_s=0.3" in msg  # the last attempt's failure is named too
+    assert "server is running" not in msg
+
+
+async def test_deadline_on_a_stream_that_trickles_within_the_read_timeout():
+    long = " ".join(f"w{i}" for i in range(200))
+    with start_stub_server({Q: [long]}, token_delay_s=0.05) as (url, control):
+        msg, took = await _fails(OpenAIParams(base_url=url, read_timeout_s=5.0, deadline_s=0.5),
+                                 chat(monitor=lambda t, s: False))
+        assert control.stream_chunks_sent > 2
+    assert took < 2.0 and "deadline_s=0.5 s" in msg and "first attempt was still waiting" in msg
+
+
+async def test_hanging_stream_fails_at_the_read_timeout():
+    with start_hanging_server() as (url, _):
+        msg, took = await _fails(OpenAIParams(base_url=url, read_timeout_s=0.2, max_retries=0, deadline_s=0),
+                                 chat(monitor=lambda t, s: False))
+    assert took < 2.0 and "read timeout" in msg and "1 attempt)" in msg
+
+
+def test_timeouts_must_be_positive():
+    with pytest.raises(ConfigError, match="read_timeout_s must be > 0"):
+        OpenAIEngine("m", OpenAIParams(read_timeout_s=0))
+    with pytest.raises(ConfigError, match="connect_timeout_s must be > 0"):
+        OpenAIEngine("m", OpenAIParams(connect_timeout_s=-1))
+    with pytest.raises(ConfigError, match="deadline_s must be >= 0"):
+        OpenAIEngine("m", OpenAIParams(deadline_s=-1))

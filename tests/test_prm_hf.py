@@ -3,8 +3,8 @@
 
 Random weights give meaningless scores, so the tests check what does not depend on them: one
 score per step in (0, 1), the same scores alone as in a padded batch, and agreement with a
-direct forward pass read at the family's positions. (The ``qwen`` family needs its checkpoint's
-remote code and is covered by tests/test_prm.py's formatting tests only.)
+direct forward pass read at the family's positions. The ``qwen`` family's head is remote code: a
+tiny checkpoint with its own modeling file is built too, and loads only with ``trust_remote_code``.
 """
 
 from __future__ import annotations
@@ -130,3 +130,79 @@ async def test_step_markers_that_do_not_match_the_steps_are_an_error(checkpoints
     odd = Candidate(text="x ки y", steps=("x ки y",), id=0)  # the step tag inside a step: 2 tags, 1 step
     with pytest.raises(ConfigError, match="2 step positions for 1 steps"):
         await v.score_steps(PROBLEM, [odd], ctx)
+
+
+REMOTE_CODE = """
+import torch
+from transformers import LlamaConfig, LlamaModel, LlamaPreTrainedModel
+
+
+class TinyPRMConfig(LlamaConfig):
+    model_type = "ttscale_tiny_prm"
+
+
+class TinyPRMModel(LlamaPreTrainedModel):
+    config_class = TinyPRMConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.model = LlamaModel(config)
+        self.score = torch.nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return (self.score(hidden),)
+"""
+
+
+def build_remote_code_qwen(path) -> str:
+    """A Qwen2.5-Math-PRM-like checkpoint: ``<extra_0>`` step separators and a 2-way head whose
+    class lives in the checkpoint's own ``modeling_tinyprm.py`` (``auto_map``), as on the hub."""
+    import importlib.util
+    import json
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "modeling_tinyprm.py").write_text(REMOTE_CODE)
+    spec = importlib.util.spec_from_file_location("ttscale_test_modeling_tinyprm", path / "modeling_tinyprm.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "<pad>": 3}
+    for w in (*WORDS, "system", "\n"):
+        vocab.setdefault(w, len(vocab))
+    tk = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    pre = tokenizers.pre_tokenizers
+    tk.pre_tokenizer = pre.Sequence([pre.Split(pattern="\n", behavior="isolated"),
+                                     pre.Split(pattern=" ", behavior="removed")])
+    tk.add_special_tokens(["<extra_0>"])
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<s>",
+                                               eos_token="</s>", pad_token="<pad>")
+    tok.chat_template = TEMPLATE
+    cfg = mod.TinyPRMConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                            bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    torch.manual_seed(0)
+    mod.TinyPRMModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    conf = json.loads((path / "config.json").read_text())
+    conf["auto_map"] = {"AutoConfig": "modeling_tinyprm.TinyPRMConfig", "AutoModel": "modeling_tinyprm.TinyPRMModel"}
+    (path / "config.json").write_text(json.dumps(conf))
+    return str(path)
+
+
+async def test_checkpoint_with_its_own_code_loads_only_with_trust_remote_code(tmp_path):
+    from ttscale.core.errors import ConfigError
+
+    path = build_remote_code_qwen(tmp_path / "qwen-remote")
+    with pytest.raises(ConfigError, match=r"ships its own model code.*trust_remote_code=true"):
+        make_prm(None, PRMParams(model=path, family="qwen", device="cpu", wait_ms=0))
+    v = make_prm(None, PRMParams(model=path, family="qwen", device="cpu", wait_ms=0, trust_remote_code=True))
+    ctx = make_ctx(ScriptedEngine({"p1": ["x"]}), MathAnswers(), problem=PROBLEM)
+    got = await v.score_steps(PROBLEM, cands(), ctx)
+    assert [len(s) for s in got] == [len(s) for s in STEPS]
+    assert all(0.0 < x < 1.0 for s in got for x in s)
+    (alone,) = await v.score_steps(PROBLEM, cands()[2:], ctx)
+    assert alone == pytest.approx(got[2], abs=1e-5)

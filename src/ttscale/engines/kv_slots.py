@@ -1,6 +1,6 @@
 """Which llama.cpp slot runs a request, and when to move KV state through the host KV store.
 
-Pure bookkeeping (no llama.cpp here; :mod:`ttscale.engines.embedded` does the I/O), so it is
+Pure bookkeeping (no llama.cpp here; :mod:`ttscale.engines.llama_kv_store` does the I/O), so it is
 unit-tested exactly. The engine keeps, per slot, the token ids its KV cache holds (as far as it
 knows), whether a request is running there, when it was last used, and whether its content is
 *continuable*: it ended at a stop string (a tree-search step, a thinking segment) or is a prompt

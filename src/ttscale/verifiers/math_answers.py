@@ -9,6 +9,13 @@ normalised strings; only when they differ does it ask Math-Verify (``math_verify
 adversarial input, and Math-Verify's own SIGALRM timeouts only work on a main thread, which an
 asyncio program does not give it. A stuck worker is killed by ``pebble`` and the pair counts as
 not equivalent (and is counted in :attr:`MathAnswers.stats`).
+
+The worker pool is one per process, started on first use and stopped on every way out: at exit
+(``atexit``), when a broken pool is replaced, by :func:`shutdown_pool`, and on SIGTERM: SIGTERM's
+default action ends the process without running ``atexit``, which leaves the pool's semaphores to
+multiprocessing's resource tracker (it warns of "leaked semaphore objects"), so when the pool is
+started from the main thread and SIGTERM still has its default action, SIGTERM is made to raise
+``SystemExit(143)`` instead (a handler the program set itself is left alone).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import math
 import multiprocessing
 import os
 import re
+import signal
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -219,6 +227,9 @@ def _get_pool() -> Any:
         if _POOL is None or _POOL_PID != os.getpid() or not _POOL.active:
             import pebble
 
+            if _POOL is not None and _POOL_PID == os.getpid():  # ours but broken: release it
+                _stop(_POOL)
+
             ctx: Any = multiprocessing
             if "forkserver" in multiprocessing.get_all_start_methods():
                 # Workers fork from a clean server process, not from this (threaded) one.
@@ -230,17 +241,37 @@ def _get_pool() -> Any:
         return _POOL
 
 
+def _stop(pool: Any) -> None:
+    pool.stop()
+    pool.join(timeout=5)
+
+
 def shutdown_pool() -> None:
     """Stop the shared Math-Verify worker pool (also done at exit); the next use starts a new one."""
     global _POOL
     with _POOL_LOCK:
         pool, _POOL = _POOL, None
     if pool is not None and _POOL_PID == os.getpid():
-        pool.stop()
-        pool.join(timeout=5)
+        _stop(pool)
 
 
 atexit.register(shutdown_pool)
+
+
+def _sigterm_exit(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit (so ``atexit`` stops the pool) where it would kill the process
+    outright: only from the main thread and only while SIGTERM has its default action."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _sigterm_exit)
+    except (ValueError, OSError):  # no signals here (embedded interpreters)
+        pass
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -315,6 +346,7 @@ class MathAnswers:
         self.stats["symbolic"] += 1
         pool = _POOL
         if pool is None or _POOL_PID != os.getpid() or not pool.active:
+            _exit_cleanly_on_sigterm()
             pool = await asyncio.to_thread(_get_pool)
         inner = max(1, math.ceil(self.timeout))
         try:

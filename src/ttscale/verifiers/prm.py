@@ -27,8 +27,9 @@ family             format and score
 imported only when a model is loaded (``pip install 'ttscale[prm]'``). The formatting and the
 reading of label tokens are pure functions over a tokenizer object and per-position logits, so
 they are tested without weights (tests/test_prm.py); tests/test_prm_hf.py loads tiny random
-transformers checkpoints of each family's kind (not ``qwen``, whose head is remote code) through
-:func:`load_hf` and checks padding and score positions against a direct forward pass. A solution
+transformers checkpoints of each family's kind (``qwen``'s head is remote code: a tiny one is built
+there too) through :func:`load_hf` and checks padding and score positions against a direct forward
+pass. Code shipped with a checkpoint runs only with ``trust_remote_code=true``. A solution
 whose encoding does not hold one step marker per step (a tokenizer that does not split the
 family's marker) is a :class:`~ttscale.core.errors.ConfigError`, not a guess.
 """
@@ -200,6 +201,9 @@ class PRMParams:
     batch_size: int = param(8, "sequences per forward pass")
     max_length: int = param(4096, "sequences are cut to their last max_length tokens")
     wait_ms: float = param(5.0, "how long the batcher waits to fill a batch from concurrent problems")
+    trust_remote_code: bool = param(
+        False, "run Python code shipped with the checkpoint (needed by e.g. Qwen2.5-Math-PRM); only for "
+        "checkpoints you trust")
 
 
 class PRMVerifier(Verifier):
@@ -301,19 +305,27 @@ def load_hf(p: PRMParams) -> tuple[PRMFormat, Forward]:
         dtype = getattr(torch, p.dtype, None)
         if dtype is None:
             raise ConfigError(f"verifier 'prm': unknown dtype {p.dtype!r}")
-    tok = transformers.AutoTokenizer.from_pretrained(p.model, trust_remote_code=True)
     cls = {"qwen": transformers.AutoModel, "math_shepherd": transformers.AutoModelForCausalLM,
            "rlhflow": transformers.AutoModelForCausalLM, "skywork": transformers.AutoModelForTokenClassification,
            "orm": transformers.AutoModelForSequenceClassification}[family]
     # transformers >= 4.56 calls it dtype (torch_dtype is deprecated there)
     major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    kw: dict[str, Any] = {"trust_remote_code": True, ("dtype" if (major, minor) >= (4, 56) else "torch_dtype"): dtype}
+    kw: dict[str, Any] = {"trust_remote_code": p.trust_remote_code,
+                          ("dtype" if (major, minor) >= (4, 56) else "torch_dtype"): dtype}
     if family == "skywork":
         kw["num_labels"] = 1
     try:
+        tok = transformers.AutoTokenizer.from_pretrained(p.model, trust_remote_code=p.trust_remote_code)
         model = cls.from_pretrained(p.model, **kw).to(device).eval()
     except OSError as e:
         raise ConfigError(f"verifier 'prm': cannot load {p.model!r}: {e}") from e
+    except ValueError as e:
+        if p.trust_remote_code or "trust_remote_code" not in str(e):
+            raise
+        raise ConfigError(
+            f"verifier 'prm': {p.model!r} ships its own model code, which is not run unless asked: if you "
+            "trust this checkpoint, pass the verifier parameter trust_remote_code=true (CLI: --verifier-param "
+            "trust_remote_code=true; recipe: verifiers: {prm: {trust_remote_code: true}})") from e
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
     vocab = int(model.get_input_embeddings().num_embeddings)

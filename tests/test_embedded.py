@@ -359,3 +359,28 @@ def test_chunk_sink_fills_streams_and_stops_on_monitor_error_and_cancel() -> Non
     assert stop(chunk(0, "a", 1)) is False and stop(chunk(0, "b", 2)) is True and s2.cancelled
     err = ChunkSink([s2], None, 0)
     assert err({"error": {"message": "slot busy"}}) is True and s2.error == "slot busy"
+
+
+def test_chunk_sink_reports_live_tokens_per_sample_and_ignores_hook_errors() -> None:
+    import threading
+
+    from ttscale.engines.llama_stream import ChunkSink, Stream
+
+    def chunk(index: int, ids: list[int], finish: str | None = None) -> dict:
+        return {"choices": [{"index": index, "text": "t" * len(ids), "finish_reason": finish, "logprobs": {
+            "content": [{"token": "t", "logprob": -0.1, "id": i, "top_logprobs": []} for i in ids]}}]}
+
+    heard: list[tuple[int, bool]] = []
+    ev = threading.Event()
+    sink = ChunkSink([Stream(cancel=ev), Stream(cancel=ev)], None, 0, lambda n, done: heard.append((n, done)))
+    sink(chunk(0, [1, 2]))
+    sink(chunk(1, [3]))
+    sink(chunk(0, [], "stop"))
+    sink(chunk(1, [4, 5, 6], "length"))
+    assert heard == [(2, False), (1, False), (0, True), (3, True)]
+
+    def broken(n: int, done: bool) -> None:
+        raise RuntimeError("display gone")
+
+    s = Stream(cancel=threading.Event())
+    assert ChunkSink([s], None, 0, broken)(chunk(0, [7], "stop")) is False and s.ids == [7]

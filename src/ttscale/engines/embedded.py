@@ -228,7 +228,7 @@ class EmbeddedEngine:
 
     def _run(self, body: dict[str, Any], streams: Sequence[Stream], req: GenerationRequest) -> None:
         """Run one backend request; its choices (``index``) fill ``streams`` (several with native ``n``)."""
-        sink = ChunkSink(streams, req.monitor if len(streams) == 1 else None, req.logprobs or 0)
+        sink = ChunkSink(streams, req.monitor if len(streams) == 1 else None, req.logprobs or 0, req.on_tokens)
         prompt = tuple(body["prompt"])
         with self._lock:
             self.active_streams += len(streams)

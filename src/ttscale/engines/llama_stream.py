@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ttscale.core.types import Completion, GenerationRequest, StreamMonitor, TokenLogprob
+from ttscale.core.types import Completion, GenerationRequest, StreamMonitor, TokenLogprob, TokenProgress
 
 
 def cached_tokens(usage: dict[str, Any]) -> int:
@@ -50,12 +50,15 @@ def set_error(streams: Sequence[Stream], err: Any) -> None:
 class ChunkSink:
     """The ``handle_completions`` callback for one backend request: fills ``streams`` (one per
     choice ``index``; several with native ``n``) and says when to stop. ``monitor`` runs only
-    with a single stream; ``top_k`` alternatives are kept per token."""
+    with a single stream; ``top_k`` alternatives are kept per token. ``on_tokens`` (the request's
+    live progress hook) hears of every sample's new tokens and of its end; its errors are ignored."""
 
-    def __init__(self, streams: Sequence[Stream], monitor: StreamMonitor | None, top_k: int) -> None:
+    def __init__(self, streams: Sequence[Stream], monitor: StreamMonitor | None, top_k: int,
+                 on_tokens: TokenProgress | None = None) -> None:
         self.streams = streams
         self.monitor = monitor
         self.top_k = top_k
+        self.on_tokens = on_tokens
         self.cancel = streams[0].cancel
 
     def __call__(self, chunk: Any) -> bool:
@@ -88,6 +91,7 @@ class ChunkSink:
         k = self.top_k
         for ch in chunk.get("choices") or ():
             st = self.streams[int(ch.get("index") or 0) % len(self.streams)]
+            before = len(st.ids)
             lp = ch.get("logprobs") or {}
             for item in lp.get("content") or ():
                 top = tuple((t["token"], float(t["logprob"])) for t in (item.get("top_logprobs") or ())[:k])
@@ -97,9 +101,17 @@ class ChunkSink:
             st.text += ch.get("text") or ""
             if ch.get("finish_reason"):
                 st.finish = ch["finish_reason"]
+            self._progress(len(st.ids) - before, bool(ch.get("finish_reason")))
         if chunk.get("usage"):
             st.usage = chunk["usage"]
         return st, new
+
+    def _progress(self, new: int, finished: bool) -> None:
+        if self.on_tokens is not None and (new or finished):
+            try:
+                self.on_tokens(new, finished)
+            except Exception:  # a progress display must never stop generation
+                pass
 
 
 def to_completion(st: Stream, req: GenerationRequest, prompt: tuple[int, ...], *, shared: bool) -> Completion:

@@ -62,6 +62,11 @@ def run(
     concurrency: Annotated[int, typer.Option(help="problems in flight at once")] = 16,
     out: Annotated[Path | None, typer.Option(help="results JSONL (rerun with the same file to resume)")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    ray: Annotated[str | None, typer.Option("--ray", help="fan problems out to Ray actors: --ray alone starts a "
+                                            "local cluster; --ray ADDRESS (auto, HOST:PORT) joins one")] = None,
+    ray_actors: Annotated[int, typer.Option(help="Ray actors (engine replicas); 0: as many as fit")] = 0,
+    ray_actor: Annotated[list[str] | None, typer.Option(
+        "--ray-actor", help="Ray resources per actor key=value: num_cpus (default 1), num_gpus, memory")] = None,
 ) -> None:
     """Run a strategy over a dataset; one JSON line per problem, resumable."""
     from ttscale.core.budget import Budget
@@ -87,13 +92,22 @@ def run(
     entry = load_strategies().get(strategy)
     checked = entry.make_params(params)  # validate before loading a model
     extras = _extra_engines(extra_engine)
+    if ray is not None:  # scale out: problems go to Ray actors, one engine replica each; the driver writes `out`
+        from ttscale.lab.ray_run import cli_run
+
+        summary, out, stats = cli_run(
+            (ray, ray_actors, parse_kv(ray_actor, "--ray-actor"), concurrency), engine, model, eparams, extras, ds,
+            strategy=strategy, params=params, budget=budget, seed=seed, verifiers=verifier or [], vparams=vparams,
+            system_prompt=DEFAULT_SYSTEM_PROMPT if system_prompt is None else (system_prompt or None),
+            out=out or (lambda m: _default_out(ds.name, strategy, checked, budget, seed, m)), progress=progress,
+            announce=lambda what, path: console.print(f"[bold]ttscale run[/]: {strategy} on {ds.name} "
+                                                      f"({len(ds.problems)} problems) with {what} -> {path}"))
+        _finish(summary, out, stats)
+        return
     eng = make_engine(engine, model, eparams)
     engines = {name: make_engine(kind, m, {}) for name, (kind, m) in extras.items()}
     if out is None:
-        key = json.dumps([json.loads(json.dumps(checked, default=lambda o: o.__dict__)), budget.to_dict()],
-                         sort_keys=True)
-        digest = hashlib.sha1(key.encode()).hexdigest()[:8]
-        out = Path("runs") / f"{_slug(ds.name)}__{strategy}__{_slug(eng.model)}__s{seed}__{digest}.jsonl"
+        out = _default_out(ds.name, strategy, checked, budget, seed, eng.model)
 
     verifiers = {}
     for name in verifier or []:
@@ -118,12 +132,32 @@ def run(
                 await e.aclose()
 
     summary = asyncio.run(go())
+    from ttscale.core.protocols import replica_stats
+
+    _finish(summary, out, replica_stats(eng))
+
+
+def _default_out(dataset: str, strategy: str, checked: Any, budget: Any, seed: int, model: str) -> Path:
+    """The results file a run writes when --out is not given (one per configuration)."""
+    key = json.dumps([json.loads(json.dumps(checked, default=lambda o: o.__dict__)), budget.to_dict()],
+                     sort_keys=True)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:8]
+    return Path("runs") / f"{_slug(dataset)}__{strategy}__{_slug(model)}__s{seed}__{digest}.jsonl"
+
+
+def _finish(summary: Any, out: Path, stats: list[dict[str, Any]] | None = None) -> None:
+    """Print a run's summary (and per-replica counters of a pool or of Ray actors)."""
     acc = f"{summary.accuracy:.1%}" if summary.accuracy is not None else "n/a"
     console.print(
         f"{summary.done_before + summary.done_now}/{summary.total} problems done "
         f"({summary.done_now} now, {summary.done_before} resumed), accuracy {acc}, "
         f"{summary.generated_tokens} generated tokens in {summary.wall_time_s:.1f}s"
     )
+    if stats:
+        from ttscale.lab.ray_run import replica_lines
+
+        for line in replica_lines(stats):
+            console.print(line, highlight=False)
     console.print(f"results: {out}")
     console.print(f"summary: ttscale report {out}")
     if summary.interrupted:
@@ -240,9 +274,23 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _ray_flag(argv: list[str]) -> list[str]:
+    """``--ray`` with no address after it means a local cluster (``--ray local``)."""
+    if "--ray" not in argv:
+        return argv
+    from ttscale.lab.ray_backend import looks_like_address
+
+    out = list(argv)
+    for i in range(len(out) - 1, -1, -1):
+        if out[i] == "--ray" and (i + 1 == len(out) or not looks_like_address(out[i + 1])):
+            out.insert(i + 1, "local")
+    return out
+
+
 def main() -> None:
     """Console entry point: clear one-line errors, tracebacks only with --debug."""
     debug = "--debug" in sys.argv[1:]
+    sys.argv[1:] = _ray_flag(sys.argv[1:])
     try:
         rc = app(standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)

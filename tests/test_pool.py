@@ -206,3 +206,23 @@ def test_cli_pool_all_replicas_down_is_one_error_line(tmp_path):
     bad = _cli("run", "--engine", "pool", "--model", "m", "--engine-param", "base_url=ftp://x/v1",
                "--dataset", str(data), "--no-progress")
     assert bad.returncode == 2 and "error: pool engine: replica URL 'ftp://x/v1' must look like" in bad.stderr
+
+
+def test_serve_fronts_a_pool_and_exports_replica_counters_on_metrics():
+    import httpx
+
+    from ttscale.serve import ServeConfig, create_app
+    from ttscale.serve.command import serve_in_thread
+
+    pool = PoolEngine([_Cached("m"), _Cached("m")], names=["a", "b"])
+    with serve_in_thread(create_app(ServeConfig(), engine=pool)) as url:
+        for text in ("What is 2+3?", "What is 2+3?", "What is 4+4?"):
+            r = httpx.post(f"{url}/chat/completions", json={"model": "m", "messages": [
+                {"role": "user", "content": text}], "max_tokens": 8}, timeout=30)
+            assert r.status_code == 200, r.text
+        metrics = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=30).text
+    lines = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line.startswith("ttscale_replica_"))
+    assert int(lines['ttscale_replica_requests_total{replica="a"}']) + int(
+        lines['ttscale_replica_requests_total{replica="b"}']) == 3
+    assert lines['ttscale_replica_up{replica="a"}'] == "1" and lines['ttscale_replica_errors_total{replica="b"}'] == "0"
+    assert 'ttscale_replica_tokens_total{kind="cached_prompt",replica="a"}' in lines

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from ttscale.core.budget import Budget
@@ -73,7 +74,7 @@ class ReplicaProgress:
                              tps=self._tps(slot.generated_tokens))
 
     def warn(self, msg: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {msg}", highlight=False)
+        self.console.print(f"[yellow]warning:[/] {escape(msg)}", highlight=False, soft_wrap=True)
 
 
 def _done_before(path: Path, problems: Sequence[Problem]) -> int:
@@ -88,7 +89,7 @@ class _Warnings:
 
     def __init__(self) -> None:
         self.sink: Callable[[str], None] = lambda msg: Console(stderr=True).print(
-            f"[yellow]warning:[/] {msg}", highlight=False)
+            f"[yellow]warning:[/] {escape(msg)}", highlight=False, soft_wrap=True)
 
     def __call__(self, msg: str) -> None:
         self.sink(msg)

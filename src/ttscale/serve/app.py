@@ -53,7 +53,7 @@ from ttscale.core.protocols import AnswerSpace, Engine, Verifier
 from ttscale.core.registry import Entry
 from ttscale.core.types import Completion, Cost, GenerationRequest, Problem, TokenLogprob
 from ttscale.serve.config import ServeConfig
-from ttscale.serve.metrics import CONTENT_TYPE, Metrics
+from ttscale.serve.metrics import CONTENT_TYPE, Metrics, render_replicas
 from ttscale.strategies.base import STRATEGIES, Outcome, load_strategies
 
 GENERATION_PATHS = ("/v1/chat/completions", "/v1/completions")
@@ -914,7 +914,10 @@ def create_app(config: ServeConfig | None = None, *, engine: Engine | None = Non
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return PlainTextResponse(state.metrics.render(), media_type=CONTENT_TYPE)
+        from ttscale.core.protocols import replica_stats  # a pool engine's per-replica counters
+
+        return PlainTextResponse(state.metrics.render() + render_replicas(replica_stats(state.engine)),
+                                 media_type=CONTENT_TYPE)
 
     def model_card(mid: str) -> dict[str, Any]:
         return {"id": mid, "object": "model", "created": state.created, "owned_by": "ttscale"}

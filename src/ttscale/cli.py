@@ -100,10 +100,8 @@ def run(
             strategy=strategy, params=params, budget=budget, seed=seed, verifiers=verifier or [], vparams=vparams,
             system_prompt=DEFAULT_SYSTEM_PROMPT if system_prompt is None else (system_prompt or None),
             out=out or (lambda m: _default_out(ds.name, strategy, checked, budget, seed, m)), progress=progress,
-            announce=lambda what, path: console.print(f"[bold]ttscale run[/]: {strategy} on {ds.name} "
-                                                      f"({len(ds.problems)} problems) with {what} -> {path}"))
-        _finish(summary, out, stats)
-        return
+            say=console.print)
+        return _finish(summary, out, stats)
     eng = make_engine(engine, model, eparams)
     engines = {name: make_engine(kind, m, {}) for name, (kind, m) in extras.items()}
     if out is None:

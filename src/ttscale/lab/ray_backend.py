@@ -27,7 +27,7 @@ import re
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ttscale.core.errors import ConfigError, EngineError
@@ -260,8 +260,8 @@ class ReplicaSet:
         if self.settings.actors:
             return self.settings.actors
         total = ray.cluster_resources()
-        fits = [int(total.get(k.removeprefix("num_").upper(), 0) // v)
-                for k, v in self.settings.options.items() if k in ("num_cpus", "num_gpus") and v > 0]
+        names = {"num_cpus": "CPU", "num_gpus": "GPU"}
+        fits = [int(total.get(names[k], 0) // v) for k, v in self.settings.options.items() if k in names and v > 0]
         return max(1, min(fits) if fits else 1)
 
     def start(self) -> ReplicaSet:
@@ -272,7 +272,11 @@ class ReplicaSet:
         cls = ray.remote(max_restarts=0, max_concurrency=max(8, 4 * self.settings.per_actor),
                          **{k: (int(v) if k == "memory" else v) for k, v in opts.items()})(ReplicaWorker)
         n = self._count(ray)
-        slots = [ActorSlot(i, cls.remote(i, self.spec)) for i in range(n)]
+        spec = self.spec
+        if spec.engine == "embedded" and "threads" not in spec.params and opts.get("num_cpus", 0) >= 1:
+            # llama.cpp would take every core of the node; an actor gets the CPUs Ray gave it
+            spec = replace(spec, params={**spec.params, "threads": int(opts["num_cpus"])})
+        slots = [ActorSlot(i, cls.remote(i, spec)) for i in range(n)]
         refs = [s.handle.start.remote() for s in slots]
         errors = []
         for s, ref in zip(slots, refs, strict=True):

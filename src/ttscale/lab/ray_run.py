@@ -144,8 +144,7 @@ def cli_run(ray: tuple[str, int, Mapping[str, Any], int], engine: str, model: st
             eparams: Mapping[str, Any], extras: Mapping[str, tuple[str, str | None]], ds: Any, *, strategy: str,
             params: Mapping[str, Any], budget: Budget, seed: int, verifiers: Sequence[str],
             vparams: Mapping[str, Any], system_prompt: str | None, out: Path | Callable[[str], Path],
-            progress: bool, announce: Callable[[str, Path], None]
-            ) -> tuple[RunSummary, Path, list[dict[str, Any]]]:
+            progress: bool, say: Callable[[str], Any]) -> tuple[RunSummary, Path, list[dict[str, Any]]]:
     """``ttscale run --ray``'s body: ``ray`` is (address, actors, actor options, problems per actor)."""
     address, actors, options, per_actor = ray
     settings = RaySettings.parse(address, actors, options, per_actor)
@@ -158,6 +157,9 @@ def cli_run(ray: tuple[str, int, Mapping[str, Any], int], engine: str, model: st
     def where(m: str) -> Path:
         paths.append(out if isinstance(out, Path) else out(m))
         return paths[-1]
+
+    def announce(what: str, path: Path) -> None:
+        say(f"[bold]ttscale run[/]: {strategy} on {ds.name} ({len(ds.problems)} problems) with {what} -> {path}")
 
     summary, stats = run_on_ray(settings, spec, ds.problems, run, out=where, progress=progress, announce=announce)
     return summary, paths[-1], stats

@@ -7,13 +7,13 @@ tree search over 2 replicas with affinity routing vs round-robin.
    self-consistency over the first ``--limit`` problems of the bundled dataset. Throughput =
    generated tokens / the runner's wall time (actors are started, models loaded, before the clock).
 2. **Prefix hits.** A ``pool`` engine of 2 embedded replicas (1 thread each) runs step-wise beam
-   search (free seeded random step scores, so only generation is measured) over ``--limit``
-   problems concurrently, once with ``routing=affinity`` and once with ``round_robin`` (fresh
+   search (free seeded random step scores, so only generation is measured; one line per step, so
+   that a small model's paths run several steps deep) over ``--tree-limit`` problems concurrently, once with ``routing=affinity`` and once with ``round_robin`` (fresh
    replicas each time). hit rate = sum of cached prompt tokens / sum of prompt tokens over all
    requests, as the replicas report them.
 
 Usage: python bench/scale_out.py [--model smollm2-135m] [--limit 8] [--n 2] [--max-tokens 64]
-       [--per-actor 4] [--cpus 2] [--tree-limit 4] [--beam-n 4] [--beam-width 2] [--max-steps 4]
+       [--per-actor 4] [--cpus 2] [--tree-limit 4] [--beam-n 4] [--beam-width 2] [--max-steps 8]
        [--max-step-tokens 48] [--skip-ray]
 Ends with: RESULT ray_2_vs_1=<ratio> affinity_hit=<x> roundrobin_hit=<y>
 """
@@ -80,7 +80,7 @@ async def tree_hits(a: argparse.Namespace, routing: str) -> dict[str, Any]:
     pool = PoolEngine(members, names=["r0", "r1"], routing=routing)
     params = {"n": a.beam_n, "beam_width": a.beam_width, "max_steps": a.max_steps,
               "max_step_tokens": a.max_step_tokens, "max_tokens": a.max_steps * a.max_step_tokens,
-              "verifier": "random"}
+              "verifier": "random", "delimiter": "\n"}
     runner = Runner(engine=pool, strategy="beam_search", params=params, answers=MathAnswers(),
                     verifiers={"random": RandomSteps(0)}, progress=False)
     try:
@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--tree-limit", type=int, default=4, help="problems of the beam-search runs")
     ap.add_argument("--beam-n", type=int, default=4)
     ap.add_argument("--beam-width", type=int, default=2)
-    ap.add_argument("--max-steps", type=int, default=4)
+    ap.add_argument("--max-steps", type=int, default=8)
     ap.add_argument("--max-step-tokens", type=int, default=48)
     ap.add_argument("--skip-ray", action="store_true", help="only the prefix-hit part")
     return ap.parse_args(argv)

@@ -197,7 +197,8 @@ class PoolParams:
     routing: Literal["affinity", "round_robin", "least_loaded"] = param(
         "affinity", "affinity: consistent hashing on problem id / prompt (prefix-cache locality); "
         "round_robin; least_loaded")
-    saturation: int = param(0, "in-flight requests at which a replica spills to the least-loaded one (0: never)")
+    saturation: int = param(0, "in-flight requests at which a replica spills to the least-loaded one "
+                                "(0: max_concurrency for HTTP upstreams, never for engine members)")
     max_failures: int = param(3, "failures in a row (5xx after retries) that take a replica out")
     probe_s: float = param(5.0, "seconds between health probes of a replica that is out")
     api_key: str | None = param(None, "API key of the upstreams (default: $TTSCALE_API_KEY, then $OPENAI_API_KEY)")
@@ -213,7 +214,7 @@ class PoolParams:
 def make_pool(model: str | None, params: PoolParams) -> PoolEngine:
     from ttscale.engines.openai import OpenAIEngine
 
-    common = {"routing": params.routing, "saturation": params.saturation, "max_failures": params.max_failures,
+    common: dict[str, Any] = {"routing": params.routing, "saturation": params.saturation, "max_failures": params.max_failures,
               "probe_s": params.probe_s}
     urls = [u.strip() for item in params.base_url for u in str(item).split(",") if u.strip()]
     if urls:
@@ -227,6 +228,7 @@ def make_pool(model: str | None, params: PoolParams) -> PoolEngine:
                                 max_concurrency=params.max_concurrency, timeout_s=params.timeout_s,
                                 max_retries=params.max_retries, params_count=params.params_count,
                                 backoff_s=0.2, backoff_max_s=2.0, max_n=params.max_n) for u in urls]
+        common["saturation"] = params.saturation or params.max_concurrency
         return PoolEngine(members, names=urls, probes=[_http_probe(u) for u in urls], **common)
     if not model:
         raise ConfigError('pool engine needs --engine-param base_url=URL,URL,... or --model "ENGINE:MODEL,ENGINE:MODEL"')

@@ -107,7 +107,8 @@ def connect(settings: RaySettings) -> bool:
     if ray.is_initialized():
         return False
     if settings.address == LOCAL:
-        ray.init(num_cpus=settings.local_cpus or os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES,
+        ray.init(address="local", num_cpus=settings.local_cpus or os.cpu_count() or 1,
+                 object_store_memory=OBJECT_STORE_BYTES,
                  include_dashboard=False, log_to_driver=False, configure_logging=False)
     else:
         _check_reachable(settings.address)

@@ -38,6 +38,8 @@ LOCAL = "local"
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
 """Object store of a local cluster: results are small, so a small store leaves memory to models."""
 ACTOR_OPTIONS = ("num_cpus", "num_gpus", "memory")
+MAX_ACTOR_DEATHS = 3
+"""A problem in flight on this many actors that died is given up (it may be what kills them)."""
 _ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9_.-]+:\d+$")
 
 
@@ -336,6 +338,9 @@ class ReplicaSet:
                     slot.alive = False
                     self.warn(f"{slot.label} is gone ({_first_line(e)[:160]}); its unfinished problems "
                               "go to the other actors")
+                if len(tried) >= MAX_ACTOR_DEATHS:
+                    raise EngineError(f"problem {problem.id!r} was in flight on {len(tried)} Ray actors that died "
+                                      f"(last: {_first_line(e)[:200]}); is it what kills them?") from None
                 continue
             except ray.exceptions.RayTaskError as e:
                 raise _cause(e) from None

@@ -25,7 +25,7 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 200, soft_wrap=not sys.stdout.isatty())
 err_console = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
-ENGINE_NAMES = "embedded, openai, replay, scripted, ensemble"
+ENGINE_NAMES = "embedded, openai, pool, replay, scripted, ensemble"
 
 
 @app.callback()
@@ -63,6 +63,11 @@ def run(
     progress: Annotated[bool, typer.Option(
         metavar="", help="show progress: a live bar on a terminal, else a plain line every --progress-every s")] = True,
     progress_every: Annotated[float, typer.Option(help="seconds between plain progress lines (no terminal)")] = 15.0,
+    ray: Annotated[str | None, typer.Option("--ray", help="fan problems out to Ray actors: --ray alone starts a "
+                                            "local cluster; --ray ADDRESS (auto, HOST:PORT) joins one")] = None,
+    ray_actors: Annotated[int, typer.Option(help="Ray actors (engine replicas); 0: as many as fit")] = 0,
+    ray_actor: Annotated[list[str] | None, typer.Option(
+        "--ray-actor", help="Ray resources per actor key=value: num_cpus (default 1), num_gpus, memory")] = None,
 ) -> None:
     """Run a strategy over a dataset; one JSON line per problem, resumable."""
     from ttscale.lab import run_command as rc
@@ -85,21 +90,37 @@ def run(
     ds = rc.run_dataset(dataset, question_field=question_field, answer_field=answer_field, split=split,
                         limit=limit, seed=dataset_seed, no_grade=no_grade, out=console)
     checked = rc.check_before_loading(spec, ds)
+    if ray is not None:  # scale out: problems go to Ray actors, one engine replica each; the driver writes `out`
+        from ttscale.lab.ray_run import cli_run
+
+        summary, out, stats = cli_run(
+            (ray, ray_actors, parse_kv(ray_actor, "--ray-actor"), concurrency), engine, model, spec.eparams,
+            spec.extras, ds, strategy=strategy, params=spec.params, budget=spec.budget, seed=seed,
+            verifiers=spec.verifiers, vparams=spec.vparams, system_prompt=spec.system_prompt,
+            out=out or (lambda m: rc.results_path(ds.name, strategy, m, seed, checked, spec.budget)),
+            progress=progress, say=console.print)
+        return _print_run_summary(summary, out, stats)
     out = out or rc.default_out(spec, checked, ds.name)
     with results_lock(out):  # before the model loads: a second run on the same file stops here
         rc.check_resume_early(out, spec, checked, ds, no_grade=no_grade)
         summary = rc.execute(spec, ds, out, no_grade=no_grade, concurrency=concurrency, progress=progress,
                              progress_every=progress_every, console=console)
-    _print_run_summary(summary, out)
+    _print_run_summary(summary, out, summary.replicas)
 
 
-def _print_run_summary(summary: Any, out: Path) -> None:
+def _print_run_summary(summary: Any, out: Path, stats: list[dict[str, Any]] | None = None) -> None:
+    """A run's summary, and the per-replica counters of a pool or of Ray actors."""
     acc = f"{summary.accuracy:.1%}" if summary.accuracy is not None else "n/a"
     console.print(
         f"{summary.done_before + summary.done_now}/{summary.total} problems done "
         f"({summary.done_now} now, {summary.done_before} resumed), accuracy {acc}, "
         f"{summary.generated_tokens} generated tokens in {summary.wall_time_s:.1f}s"
     )
+    if stats:
+        from ttscale.lab.ray_run import replica_lines
+
+        for line in replica_lines(stats):
+            console.print(line, highlight=False)
     console.print(f"results: {out}")
     console.print(f"summary: ttscale report {out}")
     if summary.interrupted:
@@ -226,9 +247,23 @@ def _register_view() -> None:
 _register_view()
 
 
+def _ray_flag(argv: list[str]) -> list[str]:
+    """``--ray`` with no address after it means a local cluster (``--ray local``)."""
+    if "--ray" not in argv:
+        return argv
+    from ttscale.lab.ray_backend import looks_like_address
+
+    out = list(argv)
+    for i in range(len(out) - 1, -1, -1):
+        if out[i] == "--ray" and (i + 1 == len(out) or not looks_like_address(out[i + 1])):
+            out.insert(i + 1, "local")
+    return out
+
+
 def main() -> None:
     """Console entry point: clear one-line errors, tracebacks only with --debug."""
     debug = "--debug" in sys.argv[1:]
+    sys.argv[1:] = _ray_flag(sys.argv[1:])
     try:
         rc = app(standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)

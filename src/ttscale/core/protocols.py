@@ -7,7 +7,7 @@ A strategy sees only these protocols (through :class:`ttscale.core.context.Conte
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ttscale.core.errors import ConfigError
 from ttscale.core.types import Candidate, Completion, GenerationRequest, Problem
@@ -67,6 +67,19 @@ def tokenizing_engine(engine: object) -> TokenizingEngine | None:
     if isinstance(engine, TokenizingEngine) and engine.supports_token_ids:
         return engine
     return None
+
+
+@runtime_checkable
+class ReplicaStatsEngine(Protocol):
+    """An engine made of several replicas (the ``pool`` engine) that counts, per replica, requests,
+    errors, tokens and prefix-cache hits: ``ttscale run`` prints them, ``ttscale serve`` exports them."""
+
+    def replica_stats(self) -> list[dict[str, Any]]: ...
+
+
+def replica_stats(engine: object) -> list[dict[str, Any]] | None:
+    """Per-replica counters of ``engine`` when it has replicas, else None."""
+    return engine.replica_stats() if isinstance(engine, ReplicaStatsEngine) else None
 
 
 class Verifier:

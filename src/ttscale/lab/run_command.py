@@ -23,7 +23,7 @@ from rich.console import Console
 from ttscale.core.budget import Budget
 from ttscale.core.errors import ConfigError
 from ttscale.core.io import jsonable, slug
-from ttscale.core.protocols import Engine
+from ttscale.core.protocols import Engine, replica_stats
 from ttscale.datasets import ANSWER_FIELDS, Dataset, load_dataset, make_grader
 from ttscale.lab.runner import RunSummary, check_resume
 
@@ -244,6 +244,7 @@ async def _run_async(runner: Any, ds: Dataset, out: Path, engines: list[Engine])
     loop.add_signal_handler(signal.SIGTERM, on_term)
     try:
         summary: RunSummary = await runner.run(ds.problems, out, lock=False)
+        summary.replicas = replica_stats(engines[0]) or []
     finally:
         try:
             await _close(engines)

@@ -59,6 +59,8 @@ class RunSummary:
     interrupted: bool = False
     terminated: bool = False  # stopped by SIGTERM (the CLI exits 143)
     errors: list[str] = field(default_factory=list)
+    replicas: list[dict[str, Any]] = field(default_factory=list)
+    """Per-replica counters of a pool engine (or of Ray actors), for the end-of-run report."""
 
     @property
     def accuracy(self) -> float | None:

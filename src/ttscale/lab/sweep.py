@@ -447,17 +447,23 @@ async def execute(recipe: Recipe, runs: Sequence[PlannedRun], datasets: Mapping[
 
 def run_sweep(recipe: Recipe, *, out: Path | None = None, table_only: bool = False, progress: bool = True,
               engine_factory: EngineFactory = default_engine_factory,
-              on_run: Callable[[PlannedRun], None] | None = None) -> SweepResult:
-    """Run (or, with ``table_only``, only tabulate) a sweep, then write its table."""
+              on_run: Callable[[PlannedRun], None] | None = None,
+              executor: Callable[..., tuple[dict[int, RunSummary], bool]] | None = None) -> SweepResult:
+    """Run (or, with ``table_only``, only tabulate) a sweep, then write its table. ``executor``
+    replaces the in-process execution (``ttscale sweep --ray``: :func:`ttscale.lab.ray_run.sweep_executor`)."""
     root = Path(out) if out is not None else recipe.out
     runs = plan(recipe, root)
     datasets = load_datasets(recipe)
     result = SweepResult(out=root, runs=runs)
     if not table_only:
         try:
-            result.summaries, result.interrupted = asyncio.run(
-                execute(recipe, runs, datasets, engine_factory=engine_factory, progress=progress, on_run=on_run)
-            )
+            if executor is not None:
+                result.summaries, result.interrupted = executor(recipe, runs, datasets, progress=progress,
+                                                                on_run=on_run)
+            else:
+                result.summaries, result.interrupted = asyncio.run(
+                    execute(recipe, runs, datasets, engine_factory=engine_factory, progress=progress, on_run=on_run)
+                )
         except KeyboardInterrupt:
             result.interrupted = True
     elif not any(r.path.exists() for r in runs):

@@ -21,6 +21,11 @@ def sweep_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list the runs and configurations; run nothing")] = False,
     table_only: Annotated[bool, typer.Option("--table-only", help="rebuild the table from existing results")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar per run")] = True,
+    ray: Annotated[str | None, typer.Option("--ray", help="run on Ray actors: --ray alone starts a local cluster; "
+                                            "--ray ADDRESS (auto, HOST:PORT) joins one")] = None,
+    ray_actors: Annotated[int, typer.Option(help="Ray actors (engine replicas) per engine; 0: as many as fit")] = 0,
+    ray_actor: Annotated[list[str] | None, typer.Option(
+        "--ray-actor", help="Ray resources per actor key=value: num_cpus (default 1), num_gpus, memory")] = None,
 ) -> None:
     """Run a sweep recipe (resumable: rerun it to continue), then write <out>/table.{jsonl,parquet}."""
     from ttscale.core.errors import ConfigError
@@ -57,7 +62,13 @@ def sweep_command(
 
     console.print(f"[bold]ttscale sweep[/] {rec.name}: {len(runs)} runs -> {root}"
                   + (" (table only)" if table_only else ""))
-    res = run_sweep(rec, out=out, table_only=table_only, progress=progress, on_run=announce)
+    executor = None
+    if ray is not None and not table_only:  # every engine's runs fan out to Ray actors (ttscale.lab.ray_run)
+        from ttscale.core.registry import parse_kv
+        from ttscale.lab.ray_run import RaySettings, sweep_executor
+
+        executor = sweep_executor(RaySettings.parse(ray, ray_actors, parse_kv(ray_actor, "--ray-actor")))
+    res = run_sweep(rec, out=out, table_only=table_only, progress=progress, on_run=announce, executor=executor)
 
     t = Table(title=f"sweep {rec.name} (means per problem)")
     for col in ("dataset", "model", "config", "seed", "problems", "accuracy", "gen tok", "gens"):

@@ -46,11 +46,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ttscale.core.protocols import AnswerSpace, Engine, Verifier
+from ttscale.core.protocols import AnswerSpace, Engine, Verifier, replica_stats
 from ttscale.serve.config import ServeConfig
 from ttscale.serve.errors import ApiError, ClientGone, error_body, error_for
 from ttscale.serve.jobs import Job, run_unary
-from ttscale.serve.metrics import CONTENT_TYPE, Metrics
+from ttscale.serve.metrics import CONTENT_TYPE, Metrics, render_replicas
 from ttscale.serve.middleware import GuardMiddleware
 from ttscale.serve.observed import ObservedContext
 from ttscale.serve.plan import decode_body, parse_plan
@@ -138,7 +138,9 @@ def _add_info_routes(app: FastAPI, state: ServeState) -> None:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return PlainTextResponse(state.metrics.render(), media_type=CONTENT_TYPE)
+        # a pool engine's per-replica counters follow the server's own
+        return PlainTextResponse(state.metrics.render() + render_replicas(replica_stats(state.engine)),
+                                 media_type=CONTENT_TYPE)
 
     def model_card(mid: str) -> dict[str, Any]:
         return {"id": mid, "object": "model", "created": state.created, "owned_by": "ttscale"}

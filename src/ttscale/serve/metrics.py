@@ -9,7 +9,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ttscale.core.types import Cost
 
@@ -129,3 +130,31 @@ class Metrics:
                 out.append(f"{name}_count{_labels(labels)} {counts[-1]}")
             family("ttscale_start_time_seconds", "gauge", "Server start time (unix seconds).", self.started)
         return "\n".join(out) + "\n"
+
+
+_REPLICA_FAMILIES = (
+    ("ttscale_replica_up", "gauge", "1 while a replica of a pool engine is in rotation, 0 while it is out.", "healthy"),
+    ("ttscale_replica_in_flight", "gauge", "Requests in flight on a replica.", "in_flight"),
+    ("ttscale_replica_requests_total", "counter", "Requests routed to a replica.", "requests"),
+    ("ttscale_replica_errors_total", "counter", "Failed requests of a replica (retried on another).", "errors"),
+)
+_REPLICA_TOKENS = (("prompt", "prompt_tokens"), ("cached_prompt", "cached_prompt_tokens"),
+                   ("generated", "generated_tokens"))
+
+
+def render_replicas(stats: Sequence[Mapping[str, Any]] | None) -> str:
+    """Prometheus families of a pool engine's per-replica counters (``PoolEngine.replica_stats``);
+    empty for an engine without replicas. Served after :meth:`Metrics.render` on ``/metrics``."""
+    if not stats:
+        return ""
+    out: list[str] = []
+    for name, kind, help_, key in _REPLICA_FAMILIES:
+        out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+        out += [f"{name}{_labels({'replica': str(s['replica'])})} {_num(float(s.get(key) or 0))}" for s in stats]
+    name = "ttscale_replica_tokens_total"
+    out += [f"# HELP {name} Tokens of a replica by kind (cached_prompt: prompt tokens its prefix cache served).",
+            f"# TYPE {name} counter"]
+    for s in stats:
+        for kind, key in _REPLICA_TOKENS:
+            out.append(f"{name}{_labels({'replica': str(s['replica']), 'kind': kind})} {_num(float(s.get(key) or 0))}")
+    return "\n".join(out) + "\n"

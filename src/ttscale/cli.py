@@ -45,7 +45,7 @@ def run(
     engine_param: Annotated[list[str] | None, typer.Option("--engine-param", help="engine option key=value")] = None,
     extra_engine: Annotated[list[str] | None, typer.Option(
         "--extra-engine", help="another engine strategies can name, NAME=ENGINE[:MODEL] (e.g. AB-MCTS arms)")] = None,
-    dataset: Annotated[str, typer.Option(help="file, preset (gsm8k, math500, aime24), hf:NAME, rg:TASK")] = "default",
+    dataset: Annotated[str, typer.Option(help="file, preset (gsm8k, math500, aime24, humaneval), hf:NAME, rg:TASK")] = "default",
     question_field: Annotated[str | None, typer.Option(help="field holding the question")] = None,
     answer_field: Annotated[str | None, typer.Option(help="field holding the reference answer")] = None,
     split: Annotated[str | None, typer.Option(help="dataset split (Hugging Face)")] = None,
@@ -99,12 +99,16 @@ def run(
     for name in verifier or []:
         verifiers[name] = make_verifier(name, eng, vparams if name == (verifier or [None])[0] else {})
 
+    from ttscale.datasets.code import code_runtime
+
+    code = code_runtime(ds)  # code datasets: program answers, a sandbox executor, a code prompt
+    default_prompt = code.system_prompt if code else DEFAULT_SYSTEM_PROMPT
     runner = Runner(
-        engine=eng, strategy=strategy, params=params, answers=MathAnswers(), grader=make_grader(ds),
-        budget=budget, seed=seed,
-        system_prompt=DEFAULT_SYSTEM_PROMPT if system_prompt is None else (system_prompt or None),
+        engine=eng, strategy=strategy, params=params, answers=code.answers if code else MathAnswers(),
+        grader=make_grader(ds), budget=budget, seed=seed,
+        system_prompt=default_prompt if system_prompt is None else (system_prompt or None),
         concurrency=concurrency, verifiers=verifiers, make_verifier=lambda n: make_verifier(n, eng),
-        progress=progress, engines=engines,
+        progress=progress, engines=engines, executor=code.executor if code else None,
     )
     console.print(f"[bold]ttscale run[/]: {strategy} on {ds.name} ({len(ds.problems)} problems) "
                   f"with {eng.name}:{eng.model} -> {out}")

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ttscale.core.budget import Budget, CostMeter
 from ttscale.core.context import Context
 from ttscale.core.errors import ConfigError
+from ttscale.core.execution import CodeExecutor, for_strategy
 from ttscale.core.protocols import AnswerSpace, Engine, Grader, Verifier
 from ttscale.core.types import Problem, Result
 from ttscale.strategies.base import Outcome, load_strategies
@@ -103,6 +104,7 @@ class Runner:
         progress: bool = True,
         on_result: Callable[[Result], None] | None = None,
         engines: Mapping[str, Engine] | None = None,
+        executor: CodeExecutor | None = None,
     ) -> None:
         entry = load_strategies().get(strategy)
         self.entry = entry
@@ -119,6 +121,7 @@ class Runner:
         self.progress = progress
         self.on_result = on_result
         self.engines: dict[str, Engine] = dict(engines or {})
+        self.executor = executor
 
     @property
     def params_dict(self) -> dict[str, Any]:
@@ -127,12 +130,13 @@ class Runner:
     async def solve(self, problem: Problem) -> Result:
         """Run the strategy on one problem and grade it. Does not write anything."""
         meter = CostMeter(self.budget, self.engine.params_count)
+        visible = for_strategy(problem)  # without grading data (a code problem's gold tests)
         ctx = Context(
-            problem=problem, engine=self.engine, answers=self.answers, meter=meter, seed=self.seed,
+            problem=visible, engine=self.engine, answers=self.answers, meter=meter, seed=self.seed,
             verifiers=self.verifiers, make_verifier=self.make_verifier, system_prompt=self.system_prompt,
-            engines=self.engines,
+            engines=self.engines, executor=self.executor,
         )
-        outcome: Outcome = await self.entry.target(problem, ctx, self.params)
+        outcome: Outcome = await self.entry.target(visible, ctx, self.params)
         meter.stop_clock()
         cands = list(outcome.candidates)
         correct = None

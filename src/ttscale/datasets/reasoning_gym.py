@@ -102,6 +102,7 @@ def scorer(task, seed, size):
         return reasoning_gym.create_dataset(task, **kwargs).score_answer
 """
 _CALL = "float(scorer(task, seed, size)(answer, entry))"
+_WARM = "scorer(task, seed, size)"  # built once in the worker (no model text), inherited by each call
 
 
 class ReasoningGymGrader:
@@ -143,19 +144,23 @@ class ReasoningGymGrader:
                         task, reply.get("status"), reply.get("message", ""))
         return 0.0
 
+    @staticmethod
+    def _warm(req: dict[str, Any]) -> dict[str, Any]:
+        return {"warm": _WARM, "warm_data": {k: req[k] for k in ("task", "seed", "size")}}
+
     def score(self, problem: Problem, answer: str | None) -> float | None:
         """The task's raw score for ``answer`` (``None`` when the problem has no task entry)."""
         req = self._request(problem, answer)
         if not isinstance(req, dict):
             return req
-        return self._value(req["task"], self._worker.call_sync(_CALL, req, self.timeout))
+        return self._value(req["task"], self._worker.call_sync(_CALL, req, self.timeout, **self._warm(req)))
 
     async def grade(self, problem: Problem, answer: str | None) -> bool | None:
         req = self._request(problem, answer)
         if not isinstance(req, dict):
             s = req
         else:
-            s = self._value(req["task"], await self._worker.call(_CALL, req, self.timeout))
+            s = self._value(req["task"], await self._worker.call(_CALL, req, self.timeout, **self._warm(req)))
         return None if s is None else s >= self.threshold
 
     def close(self) -> None:

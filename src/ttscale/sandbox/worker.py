@@ -3,7 +3,9 @@ child: for graders that may evaluate model text (reasoning-gym scorers) and are 
 per call. Same isolation as :mod:`ttscale.sandbox.process`; a call that hangs is killed after its
 timeout, a worker that stops answering is killed and started afresh on the next call.
 
-Calls are served one at a time from a thread, so the worker works from any event loop.
+Calls are served one at a time by one thread the worker owns, which also starts the process: the
+sandbox dies with the thread that started it (``--die-with-parent``), so that thread must outlive
+every caller's (an event loop's executor threads end with the loop).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from importlib import resources
 from typing import Any
@@ -119,17 +122,26 @@ class SandboxWorker:
         self.startup_timeout = startup_timeout
         self._proc: _Proc | None = None
         self._lock = threading.Lock()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ttscale-sandbox-worker")
         self.starts = 0
 
-    def call_sync(self, expr: str, data: dict[str, Any], time_limit: float = 10.0) -> dict[str, Any]:
+    def call_sync(self, expr: str, data: dict[str, Any], time_limit: float = 10.0, *,
+                  warm: str | None = None, warm_data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Evaluate ``expr`` with ``data`` in a fresh fork. ``warm`` (trusted code, never model text)
+        runs in the worker itself first, with ``warm_data``, so what it caches serves later calls."""
+        return self._thread.submit(self._call, expr, data, time_limit, warm, warm_data).result()
+
+    def _call(self, expr: str, data: dict[str, Any], time_limit: float, warm: str | None,
+              warm_data: dict[str, Any] | None) -> dict[str, Any]:
         with self._lock:
             if self._proc is None or self._proc.popen.poll() is not None:
                 self._proc = _Proc(self.setup, replace(self.limits), self.startup_timeout)
                 self.starts += 1
             proc = self._proc
             try:
-                proc.send({"expr": expr, "data": data, "timeout": time_limit})
-                answer = proc.receive(time_limit + 10.0)
+                proc.send({"expr": expr, "data": data, "timeout": time_limit, "warm": warm,
+                           "warm_data": warm_data or {}})
+                answer = proc.receive(time_limit + 60.0)
             except (BrokenPipeError, OSError):
                 answer = None
             if answer is None:  # hung or died: start afresh next time
@@ -138,11 +150,15 @@ class SandboxWorker:
                 return {"status": "crash", "message": "the sandboxed grader stopped answering"}
             return answer
 
-    async def call(self, expr: str, data: dict[str, Any], time_limit: float = 10.0) -> dict[str, Any]:
-        return await asyncio.to_thread(self.call_sync, expr, data, time_limit)
+    async def call(self, expr: str, data: dict[str, Any], time_limit: float = 10.0, *,
+                   warm: str | None = None, warm_data: dict[str, Any] | None = None) -> dict[str, Any]:
+        fut = self._thread.submit(self._call, expr, data, time_limit, warm, warm_data)
+        return await asyncio.wrap_future(fut)
 
     def close(self) -> None:
-        with self._lock:
+        def stop() -> None:
             if self._proc is not None:
                 self._proc.close()
                 self._proc = None
+
+        self._thread.submit(stop).result()

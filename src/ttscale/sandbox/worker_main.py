@@ -3,7 +3,8 @@ is passed to ``python -c``, it is never imported by ttscale).
 
 Protocol, one JSON object a line: stdin first holds ``{"limits": {...}, "setup": str}``; the worker
 applies the limits, runs ``setup`` once (imports: the expensive part) and answers ``{"ready": true}``
-or ``{"setup_error": ...}``. Then each request ``{"expr": str, "data": {...}, "timeout": float}`` is
+or ``{"setup_error": ...}``. Then each request ``{"expr": str, "data": {...}, "timeout": float}`` (optionally ``"warm"``:
+an expression from ttscale, never model text, run in the worker itself first with ``"warm_data"``) is
 evaluated in a forked child (so that nothing a call does can change the next one), with ``data``'s
 keys as variables; the answer is ``{"status": "pass", "value": ...}`` (the value as JSON, ``repr`` for
 what JSON cannot hold) or ``{"status": "fail" | "timeout" | "crash", "message": ...}``.
@@ -52,7 +53,20 @@ def child(expr, data, timeout, env, w):
     os._exit(0)
 
 
+def warm(req, env):
+    """Evaluate the request's trusted ``warm`` expression in this process (not a fork), so that what
+    it builds (a cached scorer) is inherited by every later call; its errors are left to the call."""
+    if req.get("warm"):
+        ns = dict(env)
+        ns.update(req.get("warm_data") or {})
+        try:
+            eval(compile(req["warm"], "<warm>", "eval"), ns)
+        except Exception:
+            pass
+
+
 def call(req, env):
+    warm(req, env)
     timeout = float(req.get("timeout", 5.0))
     r, w = os.pipe()
     try:

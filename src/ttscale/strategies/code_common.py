@@ -70,17 +70,27 @@ def call_of(test: str, ep: str) -> str | None:
 
 
 def parse_tests(text: str, ep: str, limit: int) -> list[str]:
-    """Assert statements about ``ep`` in a model's reply (one per line, each parsing on its own)."""
+    """Assert statements about ``ep`` in a model's reply: each ``assert`` up to the next one, the end
+    of its line or a code fence, kept when it parses on its own (duplicates dropped)."""
     out: list[str] = []
-    for line in text.splitlines():
-        s = line.strip()
-        if not s.startswith("assert ") or not re.search(rf"\b{re.escape(ep)}\s*\(", s):
-            continue
-        if call_of(s, ep) is not None and s not in out:
+    for m in re.finditer(r"\bassert\s.*?(?=\bassert\s|\n|```|$)", text):
+        s = _longest_parsing(m.group(0).strip().rstrip(";").strip(), ep)
+        if s is not None and s not in out:
             out.append(s)
         if len(out) >= limit:
             break
     return out
+
+
+def _longest_parsing(s: str, ep: str) -> str | None:
+    """``s``, or its longest prefix ending at a space, that is an assert about ``ep`` (a line whose
+    line breaks were lost: ``assert f(1) == 2 print(f(1))``)."""
+    words = s.split(" ")
+    for cut in range(len(words), max(1, len(words) - 30), -1):
+        head = " ".join(words[:cut]).rstrip(";").strip()
+        if call_of(head, ep) is not None:
+            return head
+    return None
 
 
 async def generate_tests(ctx: Context, *, samples: int, per_sample: int, temperature: float,

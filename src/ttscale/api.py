@@ -12,6 +12,8 @@ Both take the strategy's parameters as keyword arguments (``n=8``, ``temperature
 ``ttscale strategies``), an engine by name (``"embedded"``, ``"openai"``, ...) with ``model`` and
 ``engine_params``, or an engine object you built (then you close it), and a budget: an ``int`` caps
 policy generations per problem, a :class:`~ttscale.core.budget.Budget` caps either axis.
+``system_prompt`` defaults to the dataset's kind (step-by-step with a boxed answer; a program for code
+datasets such as ``humaneval``); ``""`` sends none.
 ``asolve`` / ``arun`` are the same as coroutines, for code that already runs an event loop.
 """
 
@@ -28,6 +30,7 @@ from ttscale.core.plugins import make_engine
 from ttscale.core.protocols import Engine, Grader, Verifier
 from ttscale.core.types import Problem, Result
 from ttscale.datasets import Dataset, load_dataset, make_grader
+from ttscale.datasets.code import code_runtime
 from ttscale.lab.run_command import results_path
 from ttscale.lab.runner import DEFAULT_SYSTEM_PROMPT, Runner, RunSummary
 from ttscale.strategies.base import load_strategies
@@ -61,13 +64,17 @@ async def _engine(engine: str | Engine, model: str | None,
 
 def _runner(eng: Engine, strategy: str, params: Mapping[str, Any], *, grader: Grader | None,
             verifier: str | Sequence[str] | None, budget: Budget | int | None, seed: int,
-            system_prompt: str | None, progress: bool) -> Runner:
+            system_prompt: str | None, progress: bool, dataset: Dataset | None = None) -> Runner:
     names = [verifier] if isinstance(verifier, str) else list(verifier or [])
     verifiers: dict[str, Verifier] = {n: make_verifier(n, eng) for n in names}
+    code = code_runtime(dataset) if dataset is not None else None  # programs: their answers and sandbox
+    if system_prompt is None:
+        system_prompt = code.system_prompt if code is not None else DEFAULT_SYSTEM_PROMPT
     return Runner(
-        engine=eng, strategy=strategy, params=params, answers=MathAnswers(), grader=grader,
-        budget=_budget(budget), seed=seed, system_prompt=system_prompt, verifiers=verifiers,
-        make_verifier=lambda n: make_verifier(n, eng), progress=progress,
+        engine=eng, strategy=strategy, params=params, answers=code.answers if code is not None else MathAnswers(),
+        grader=grader, budget=_budget(budget), seed=seed, system_prompt=system_prompt or None,
+        verifiers=verifiers, make_verifier=lambda n: make_verifier(n, eng), progress=progress,
+        executor=code.executor if code is not None else None,
     )
 
 
@@ -75,7 +82,7 @@ async def asolve(question: str, *, reference: str | None = None, strategy: str =
                  engine: str | Engine = "embedded", model: str | None = None,
                  engine_params: Mapping[str, Any] | None = None, verifier: str | Sequence[str] | None = None,
                  budget: Budget | int | None = None, seed: int = 0,
-                 system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, **params: Any) -> Result:
+                 system_prompt: str | None = None, **params: Any) -> Result:
     """Answer one question with ``strategy``; graded (``Result.correct``) when ``reference`` is given."""
     load_strategies().get(strategy).make_params(params)  # bad parameters fail before a model loads
     problem = Problem(id="0", prompt=question, answer=reference)
@@ -95,7 +102,7 @@ async def arun(dataset: str | Path | Dataset = "default", *, strategy: str = "se
                engine: str | Engine = "embedded", model: str | None = None,
                engine_params: Mapping[str, Any] | None = None, verifier: str | Sequence[str] | None = None,
                budget: Budget | int | None = None, seed: int = 0, limit: int | None = None,
-               out: str | Path | None = None, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+               out: str | Path | None = None, system_prompt: str | None = None,
                progress: bool = True, **params: Any) -> RunSummary:
     """Run ``strategy`` over a dataset (a name, a file or a :class:`Dataset`), one JSON line per
     problem in ``out``; rerunning with the same ``out`` resumes."""
@@ -107,7 +114,7 @@ async def arun(dataset: str | Path | Dataset = "default", *, strategy: str = "se
         path = Path(out) if out is not None else results_path(ds.name, strategy, eng.model, seed, checked,
                                                               _budget(budget))
         runner = _runner(eng, strategy, params, grader=make_grader(ds), verifier=verifier, budget=budget,
-                         seed=seed, system_prompt=system_prompt, progress=progress)
+                         seed=seed, system_prompt=system_prompt, progress=progress, dataset=ds)
         return await runner.run(ds.problems, path)
 
 

@@ -42,7 +42,7 @@ def run(
     engine_param: Annotated[list[str] | None, typer.Option("--engine-param", help="engine option key=value")] = None,
     extra_engine: Annotated[list[str] | None, typer.Option(
         "--extra-engine", help="another engine strategies can name, NAME=ENGINE[:MODEL] (e.g. AB-MCTS arms)")] = None,
-    dataset: Annotated[str, typer.Option(help="file, preset (gsm8k, math500, aime24), hf:NAME, rg:TASK")] = "default",
+    dataset: Annotated[str, typer.Option(help="file, preset (gsm8k, math500, aime24, humaneval), hf:NAME, rg:TASK")] = "default",
     question_field: Annotated[str | None, typer.Option(help="field holding the question")] = None,
     answer_field: Annotated[str | None, typer.Option(help="field holding the reference answer")] = None,
     no_grade: Annotated[bool, typer.Option(
@@ -71,7 +71,7 @@ def run(
 ) -> None:
     """Run a strategy over a dataset; one JSON line per problem, resumable."""
     from ttscale.lab import run_command as rc
-    from ttscale.lab.runner import DEFAULT_SYSTEM_PROMPT, results_lock
+    from ttscale.lab.runner import results_lock
 
     signal.signal(signal.SIGTERM, rc.raise_terminated)  # SIGTERM stops like Ctrl-C (exit 143)
     spec = rc.RunSpec(
@@ -79,7 +79,7 @@ def run(
         extras=_extra_engines(extra_engine), strategy=strategy, params=parse_kv(param, "--param"),
         verifiers=list(verifier or []), vparams=parse_kv(verifier_param, "--verifier-param"),
         budget=rc.make_budget(max_generations, max_generated_tokens), seed=seed,
-        system_prompt=DEFAULT_SYSTEM_PROMPT if system_prompt is None else (system_prompt or None),
+        system_prompt=system_prompt or None,
     )
     if concurrency < 1:
         raise TtscaleError(f"--concurrency must be >= 1, got {concurrency}")
@@ -89,6 +89,8 @@ def run(
         dataset = model
     ds = rc.run_dataset(dataset, question_field=question_field, answer_field=answer_field, split=split,
                         limit=limit, seed=dataset_seed, no_grade=no_grade, out=console)
+    if system_prompt is None:  # the dataset's kind picks the default (code datasets ask for a program)
+        spec.system_prompt = rc.default_system_prompt(ds)
     checked = rc.check_before_loading(spec, ds)
     if ray is not None:  # scale out: problems go to Ray actors, one engine replica each; the driver writes `out`
         from ttscale.lab.ray_run import cli_run

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from ttscale.core.budget import CostMeter, LiveTally
 from ttscale.core.errors import ConfigError
+from ttscale.core.execution import CodeExecutor
 from ttscale.core.protocols import AnswerSpace, Engine, Verifier
 from ttscale.core.types import Candidate, Completion, GenerationRequest, Problem
 
@@ -71,6 +72,8 @@ class Context:
     trace: list[dict[str, Any]] = field(default_factory=list)
     engines: dict[str, Engine] = field(default_factory=dict)
     """Other engines by name (e.g. models as AB-MCTS arms); ``policy`` is always ``engine``."""
+    executor: CodeExecutor | None = None
+    """Runs programs against tests in the sandbox (set for code datasets; see core.execution)."""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"{self.seed}:{self.problem.id}")

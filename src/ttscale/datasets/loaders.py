@@ -10,6 +10,9 @@ A spec is one of:
 - a preset: ``gsm8k``, ``math500``, ``aime24`` (Hugging Face, needs ``ttscale[hf]``);
 - ``hf:NAME[:CONFIG][@SPLIT]``: any Hugging Face dataset;
 - ``rg:TASK``: a reasoning-gym task generated offline (``seed``, ``size``), graded by the task's scorer;
+- ``humaneval``: the 164 HumanEval problems (``ttscale[code]``), and any ``.jsonl``/``.jsonl.gz`` file of
+  the same shape (``prompt``, ``entry_point``, ``test``): graded by running the gold tests in the
+  sandbox (:mod:`ttscale.datasets.code`);
 - ``meeting``: generated meeting-scheduling puzzles (``seed``, ``size``; default 20, or ``limit``),
   checked by code (:mod:`ttscale.evaluators.meeting`).
 
@@ -38,7 +41,7 @@ QUESTION_FIELDS = ("question", "problem", "prompt", "input", "query")
 ANSWER_FIELDS = ("answer", "gold_answer", "final_answer", "solution", "target", "expected_answer")
 ID_FIELDS = ("id", "problem_id", "unique_id", "problem_num", "idx")
 FILE_FORMATS = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
-GRADERS = ("math", "reasoning_gym", "meeting")
+GRADERS = ("math", "reasoning_gym", "meeting", "code")
 
 DEFAULT_NAME = "gsm_symbolic_40"
 DEFAULT_FILE = "gsm_symbolic_40.jsonl"
@@ -81,6 +84,10 @@ def make_grader(dataset: Dataset | str, **params: Any) -> Grader:
         from ttscale.evaluators.meeting import MeetingGrader
 
         return MeetingGrader(**params)
+    if spec == "code":
+        from ttscale.datasets.code import make_code_grader
+
+        return make_code_grader(**params)
     raise ConfigError(f"unknown grader {spec!r} (known: {', '.join(GRADERS)})")
 
 
@@ -415,7 +422,7 @@ def _unknown(spec: str) -> ConfigError:
     return ConfigError(
         f"unknown dataset {spec!r}: not a file, preset or prefixed spec. Use a path to a "
         f"{'/'.join(f.lstrip('.') for f in FILE_FORMATS)} file, 'default', a preset "
-        f"({', '.join(PRESETS)}), hf:NAME[:CONFIG][@SPLIT] or rg:TASK (a reasoning-gym task)"
+        f"({', '.join(PRESETS)}, humaneval), hf:NAME[:CONFIG][@SPLIT] or rg:TASK (a reasoning-gym task)"
     )
 
 
@@ -449,6 +456,10 @@ def load_dataset(
 
         problems = load_meeting(seed=seed, size=size if size is not None else (limit or None))
         ds = Dataset(name=f"meeting-s{seed}", problems=tuple(problems), grader="meeting")
+    elif low == "humaneval" and not Path(s).exists():
+        from ttscale.datasets.code import load_humaneval
+
+        ds = Dataset(name="humaneval", problems=tuple(load_humaneval()), grader="code")
     elif low.startswith("hf:"):
         name, config, hf_split = parse_hf_spec(s[3:])
         ds = _load_hf(
@@ -473,7 +484,11 @@ def load_dataset(
         )
     else:
         path = Path(s).expanduser()
-        if path.suffix.lower() in FILE_FORMATS or path.exists():
+        from ttscale.datasets.code import is_code_file, load_code_file
+
+        if path.exists() and is_code_file(path):
+            ds = Dataset(name=path.name.split(".")[0], problems=tuple(load_code_file(path)), grader="code")
+        elif path.suffix.lower() in FILE_FORMATS or path.exists():
             ds = load_file(path, question_field=question_field, answer_field=answer_field)
         else:
             raise _unknown(s)

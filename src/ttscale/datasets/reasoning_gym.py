@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from functools import cache
 from typing import Any
 
 from ttscale.core.errors import ConfigError
@@ -85,49 +83,86 @@ def load_rg(task: str, *, seed: int = 0, size: int | None = None) -> list[Proble
     return problems
 
 
-@cache
-def _scorer(task: str, seed: int | None, size: int | None) -> Callable[[str | None, dict[str, Any]], float]:
-    import reasoning_gym
+_SETUP = """
+import functools
 
-    _check_task(task)
+import reasoning_gym
+
+
+@functools.cache
+def scorer(task, seed, size):
     try:
         return reasoning_gym.get_score_answer_fn(task)
     except Exception:  # the task's default config may not build; rebuild the one that made the entry
-        kwargs: dict[str, Any] = {}
+        kwargs = {}
         if seed is not None:
             kwargs["seed"] = seed
         if size is not None:
             kwargs["size"] = size
         return reasoning_gym.create_dataset(task, **kwargs).score_answer
+"""
+_CALL = "float(scorer(task, seed, size)(answer, entry))"
+_WARM = "scorer(task, seed, size)"  # built once in the worker (no model text), inherited by each call
 
 
 class ReasoningGymGrader:
     """Grades with the reasoning-gym task's own ``score_answer``: correct when the score reaches
-    ``threshold``. Returns ``None`` for a problem without ``rg_task`` / ``rg_entry`` metadata."""
+    ``threshold``. Returns ``None`` for a problem without ``rg_task`` / ``rg_entry`` metadata.
+
+    Several scorers ``eval()`` the answer or parse it with sympy, so scoring runs in the sandbox
+    (:class:`ttscale.sandbox.SandboxWorker`: no network, read-only file system, a fresh forked
+    process per answer, killed after ``timeout`` seconds); a scorer that fails or runs out of time
+    counts the answer as wrong."""
 
     name = "reasoning_gym"
 
-    def __init__(self, threshold: float = 1.0) -> None:
-        self.threshold = threshold
-        self._warned: set[str] = set()
+    def __init__(self, threshold: float = 1.0, timeout: float = 10.0) -> None:
+        from ttscale.sandbox import SandboxWorker
 
-    def score(self, problem: Problem, answer: str | None) -> float | None:
-        """The task's raw score for ``answer`` (``None`` when the problem has no task entry)."""
+        self.threshold = threshold
+        self.timeout = float(timeout)
+        self._warned: set[str] = set()
+        self._worker = SandboxWorker(_SETUP)
+
+    def _request(self, problem: Problem, answer: str | None) -> dict[str, Any] | float | None:
         meta = problem.metadata or {}
         task, entry = meta.get("rg_task"), meta.get("rg_entry")
         if not task or not isinstance(entry, dict):
             return None
         if answer is None:
             return 0.0
-        fn = _scorer(str(task), meta.get("rg_seed"), meta.get("rg_size"))
-        try:
-            return float(fn(answer, entry))
-        except Exception as e:
-            if task not in self._warned:
-                self._warned.add(str(task))
-                log.warning("reasoning-gym scorer for %s failed (%s); counting the answer as wrong", task, e)
-            return 0.0
+        _check_task(str(task))
+        return {"task": str(task), "seed": meta.get("rg_seed"), "size": meta.get("rg_size"),
+                "answer": str(answer), "entry": entry}
+
+    def _value(self, task: str, reply: dict[str, Any]) -> float:
+        if reply.get("status") == "pass" and isinstance(reply.get("value"), int | float):
+            return float(reply["value"])
+        if task not in self._warned:
+            self._warned.add(task)
+            log.warning("reasoning-gym scorer for %s: %s (%s); counting the answer as wrong",
+                        task, reply.get("status"), reply.get("message", ""))
+        return 0.0
+
+    @staticmethod
+    def _warm(req: dict[str, Any]) -> dict[str, Any]:
+        return {"warm": _WARM, "warm_data": {k: req[k] for k in ("task", "seed", "size")}}
+
+    def score(self, problem: Problem, answer: str | None) -> float | None:
+        """The task's raw score for ``answer`` (``None`` when the problem has no task entry)."""
+        req = self._request(problem, answer)
+        if not isinstance(req, dict):
+            return req
+        return self._value(req["task"], self._worker.call_sync(_CALL, req, self.timeout, **self._warm(req)))
 
     async def grade(self, problem: Problem, answer: str | None) -> bool | None:
-        s = self.score(problem, answer)
+        req = self._request(problem, answer)
+        if not isinstance(req, dict):
+            s = req
+        else:
+            s = self._value(req["task"], await self._worker.call(_CALL, req, self.timeout, **self._warm(req)))
         return None if s is None else s >= self.threshold
+
+    def close(self) -> None:
+        """Stop the sandboxed scorer process (it also stops with this process)."""
+        self._worker.close()

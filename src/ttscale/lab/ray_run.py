@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from ttscale.core.budget import Budget
+from ttscale.core.errors import ConfigError
 from ttscale.core.types import Problem, Result
 from ttscale.lab.ray_backend import (
     ActorSlot,
@@ -146,6 +147,9 @@ def cli_run(ray: tuple[str, int, Mapping[str, Any], int], engine: str, model: st
             vparams: Mapping[str, Any], system_prompt: str | None, out: Path | Callable[[str], Path],
             progress: bool, say: Callable[[str], Any]) -> tuple[RunSummary, Path, list[dict[str, Any]]]:
     """``ttscale run --ray``'s body: ``ray`` is (address, actors, actor options, problems per actor)."""
+    if getattr(ds, "grader", None) == "code":
+        raise ConfigError(f"dataset {ds.name!r} is a code dataset: its programs run in the driver's sandbox, "
+                          "which --ray does not carry to actors yet; run it without --ray")
     address, actors, options, per_actor = ray
     settings = RaySettings.parse(address, actors, options, per_actor)
     spec = EngineSpecR(engine, model, dict(eparams), dict(extras))

@@ -52,6 +52,16 @@ class RunSpec:
     vparams: dict[str, Any] = field(default_factory=dict)
 
 
+def default_system_prompt(ds: Dataset) -> str:
+    """The system prompt a run uses when none is given: a program for code datasets, else step-by-step
+    reasoning ending in a boxed answer."""
+    from ttscale.datasets.code import code_runtime
+    from ttscale.lab.runner import DEFAULT_SYSTEM_PROMPT
+
+    code = code_runtime(ds)
+    return code.system_prompt if code is not None else DEFAULT_SYSTEM_PROMPT
+
+
 def make_budget(max_generations: int | None, max_generated_tokens: int | None) -> Budget:
     for flag, v in (("--max-generations", max_generations), ("--max-generated-tokens", max_generated_tokens)):
         if v is not None and v < 1:
@@ -105,7 +115,8 @@ def check_before_loading(spec: RunSpec, ds: Dataset) -> Any:
     entry = load_strategies().get(spec.strategy)
     checked = entry.make_params(spec.params)
     check_strategy(entry, checked, ds.problems[0], budget=spec.budget, verifiers=spec.verifiers,
-                   check_verifier=verifiers.get, engines=spec.extras, system_prompt=spec.system_prompt)
+                   check_verifier=verifiers.get, engines=spec.extras, system_prompt=spec.system_prompt,
+                   runs_programs=ds.grader == "code")
     return checked
 
 
@@ -201,6 +212,7 @@ def execute(spec: RunSpec, ds: Dataset, out: Path, *, no_grade: bool, concurrenc
             progress_every: float, console: Console) -> RunSummary:
     """Load the engines, run, close them. While running, SIGTERM cancels the problems in flight
     like Ctrl-C (``summary.terminated``); outside the loop :func:`raise_terminated` handles it."""
+    from ttscale.datasets.code import code_runtime
     from ttscale.lab.runner import Runner
     from ttscale.verifiers import make_verifier
     from ttscale.verifiers.math_answers import MathAnswers
@@ -209,13 +221,15 @@ def execute(spec: RunSpec, ds: Dataset, out: Path, *, no_grade: bool, concurrenc
     try:
         verifiers = {name: make_verifier(name, eng, spec.vparams if i == 0 else {})
                      for i, name in enumerate(spec.verifiers)}
+        code = code_runtime(ds)  # code datasets: program answers and a sandbox executor
         runner = Runner(
-            engine=eng, strategy=spec.strategy, params=spec.params, answers=MathAnswers(),
+            engine=eng, strategy=spec.strategy, params=spec.params,
+            answers=code.answers if code is not None else MathAnswers(),
             grader=None if no_grade else make_grader(ds), budget=spec.budget, seed=spec.seed,
             system_prompt=spec.system_prompt, concurrency=concurrency, verifiers=verifiers,
             make_verifier=lambda n: make_verifier(n, eng), progress=progress, engines=extra,
             fingerprint=fingerprint(spec, ds, no_grade=no_grade), progress_interval_s=progress_every,
-            console=console,
+            console=console, executor=code.executor if code is not None else None,
         )
         console.print(f"[bold]ttscale run[/]: {spec.strategy} on {ds.name} ({len(ds.problems)} problems) "
                       f"with {eng.name}:{eng.model} -> {out}", soft_wrap=True)

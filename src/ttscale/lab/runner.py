@@ -30,6 +30,7 @@ from rich.console import Console
 from ttscale.core.budget import Budget, CostMeter, LiveTally
 from ttscale.core.context import Context
 from ttscale.core.errors import ConfigError
+from ttscale.core.execution import CodeExecutor, for_strategy
 from ttscale.core.io import jsonable
 from ttscale.core.protocols import AnswerSpace, Engine, Grader, Verifier
 from ttscale.core.types import Problem, Result
@@ -195,6 +196,7 @@ class Runner:
         fingerprint: Mapping[str, Any] | None = None,
         progress_interval_s: float = 15.0,
         console: Console | None = None,
+        executor: CodeExecutor | None = None,
     ) -> None:
         """``progress``: True/"auto" (a live bar on a terminal, plain lines every
         ``progress_interval_s`` otherwise), "bar", "lines", or False/"off". ``fingerprint``: more
@@ -219,6 +221,7 @@ class Runner:
         self.engines: dict[str, Engine] = dict(engines or {})
         self.extra_fingerprint = dict(fingerprint or {})
         self.live = LiveTally()
+        self.executor = executor
 
     @property
     def params_dict(self) -> dict[str, Any]:
@@ -239,12 +242,13 @@ class Runner:
     async def solve(self, problem: Problem) -> Result:
         """Run the strategy on one problem and grade it. Does not write anything."""
         meter = CostMeter(self.budget, self.engine.params_count, live=self.live)
+        visible = for_strategy(problem)  # without grading data (a code problem's gold tests)
         ctx = Context(
-            problem=problem, engine=self.engine, answers=self.answers, meter=meter, seed=self.seed,
+            problem=visible, engine=self.engine, answers=self.answers, meter=meter, seed=self.seed,
             verifiers=self.verifiers, make_verifier=self.make_verifier, system_prompt=self.system_prompt,
-            engines=self.engines,
+            engines=self.engines, executor=self.executor,
         )
-        outcome: Outcome = await self.entry.target(problem, ctx, self.params)
+        outcome: Outcome = await self.entry.target(visible, ctx, self.params)
         meter.stop_clock()
         cands = list(outcome.candidates)
         correct = None

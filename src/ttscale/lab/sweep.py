@@ -266,10 +266,12 @@ def read_run(run: PlannedRun, problem_ids: Sequence[str] | None = None) -> list[
 
 def build_table(recipe: Recipe, runs: Sequence[PlannedRun] | None = None, *,
                 problem_ids: Mapping[str, Sequence[str]] | None = None,
-                answers: AnswerSpace | None = None) -> list[dict[str, Any]]:
+                answers: AnswerSpace | None = None,
+                dataset_answers: Mapping[str, AnswerSpace] | None = None) -> list[dict[str, Any]]:
     """The sweep table from the results files of ``runs`` (default: the recipe's plan). Problems
     are kept in dataset order (``problem_ids``: dataset label -> ids) and runs in plan order, so the
-    table does not depend on the order problems finished in. Runs without a file are skipped."""
+    table does not depend on the order problems finished in. Runs without a file are skipped.
+    ``dataset_answers`` overrides the answer space per dataset label (code datasets)."""
     from ttscale.verifiers.math_answers import MathAnswers
 
     runs = plan(recipe) if runs is None else runs
@@ -282,8 +284,9 @@ def build_table(recipe: Recipe, runs: Sequence[PlannedRun] | None = None, *,
                 continue
             ids = None if problem_ids is None else problem_ids.get(run.dataset.label)
             records = read_run(run, ids)
+            own = (dataset_answers or {}).get(run.dataset.label, space)
             rows.extend(await table_rows(records, sweep=recipe.name, dataset=run.dataset.label,
-                                         subsample=run.config.subsample, answers=space))
+                                         subsample=run.config.subsample, answers=own))
         return rows
 
     return asyncio.run(go())
@@ -401,11 +404,11 @@ async def execute(recipe: Recipe, runs: Sequence[PlannedRun], datasets: Mapping[
     """Run every planned run (resuming each from its file); returns the runner summaries by plan
     index and whether the sweep was interrupted. Each engine is built once and closed at the end."""
     from ttscale.datasets import make_grader
+    from ttscale.datasets.code import code_runtime
     from ttscale.lab.runner import DEFAULT_SYSTEM_PROMPT, Runner
     from ttscale.verifiers import make_verifier
     from ttscale.verifiers.math_answers import MathAnswers
 
-    system = DEFAULT_SYSTEM_PROMPT if recipe.system_prompt is None else (recipe.system_prompt or None)
     summaries: dict[int, RunSummary] = {}
     answers = MathAnswers()
     for spec in recipe.engines:
@@ -426,11 +429,14 @@ async def execute(recipe: Recipe, runs: Sequence[PlannedRun], datasets: Mapping[
                 ds = datasets[run.dataset.label]
                 if on_run is not None:
                     on_run(run)
+                code = code_runtime(ds)  # code datasets: program answers, the sandbox, a code prompt
+                default = code.system_prompt if code else DEFAULT_SYSTEM_PROMPT
+                system = default if recipe.system_prompt is None else (recipe.system_prompt or None)
                 runner = Runner(
-                    engine=eng, strategy=run.config.strategy, params=run.config.params, answers=answers,
-                    grader=make_grader(ds), budget=run.config.budget, seed=run.seed, system_prompt=system,
-                    concurrency=recipe.concurrency, verifiers=configured, make_verifier=verifier,
-                    progress=progress,
+                    engine=eng, strategy=run.config.strategy, params=run.config.params,
+                    answers=code.answers if code else answers, grader=make_grader(ds), budget=run.config.budget,
+                    seed=run.seed, system_prompt=system, concurrency=recipe.concurrency, verifiers=configured,
+                    make_verifier=verifier, progress=progress, executor=code.executor if code else None,
                 )
                 summary = await runner.run(ds.problems, run.path)
                 summaries[run.index] = summary
@@ -470,6 +476,9 @@ def run_sweep(recipe: Recipe, *, out: Path | None = None, table_only: bool = Fal
         raise ConfigError(f"no results of this recipe under {root / 'runs'}; run the sweep first "
                           f"(ttscale sweep {recipe.source})")
     ids = {label: [p.id for p in ds.problems] for label, ds in datasets.items()}
-    result.rows = build_table(recipe, runs, problem_ids=ids)
+    from ttscale.verifiers.code import CodeAnswers
+
+    code_answers = {label: CodeAnswers() for label, ds in datasets.items() if ds.grader == "code"}
+    result.rows = build_table(recipe, runs, problem_ids=ids, dataset_answers=code_answers)
     result.table_paths = write_table(result.rows, root)
     return result

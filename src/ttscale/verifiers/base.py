@@ -14,7 +14,7 @@ VerifierFactory = Callable[[Engine, Any], Verifier]
 VERIFIERS: Registry[VerifierFactory] = Registry("verifier")
 verifier = VERIFIERS.register
 
-_MODULES = ("answer_check", "llm_judge", "confidence", "prm", "reward_http", "pmi")
+_MODULES = ("answer_check", "llm_judge", "confidence", "prm", "reward_http", "pmi", "code")
 
 
 def load_verifiers() -> Registry[VerifierFactory]:

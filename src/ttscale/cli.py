@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ttscale.core.errors import TtscaleError
@@ -119,6 +120,9 @@ def run(
         f"({summary.done_now} now, {summary.done_before} resumed), accuracy {acc}, "
         f"{summary.generated_tokens} generated tokens in {summary.wall_time_s:.1f}s"
     )
+    if summary.cached_prompt_tokens:
+        console.print(f"prefix cache hits: {summary.cached_prompt_tokens} of {summary.prompt_tokens} prompt tokens "
+                      f"({summary.cached_prompt_tokens / max(1, summary.prompt_tokens):.1%})")
     console.print(f"results: {out}")
     console.print(f"summary: ttscale report {out}")
     if summary.interrupted:
@@ -244,7 +248,7 @@ def main() -> None:
     except TtscaleError as e:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {e}")
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}")  # a message may hold [brackets]
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted")

@@ -525,13 +525,19 @@ class OpenAIParams:
     params_count: float | None = param(None, "model parameter count, for FLOPs estimates (e.g. 1.5e9)")
     backoff_s: float = param(0.5, "initial retry backoff in seconds (doubles per retry, with jitter)")
     max_n: int = param(0, "most samples per HTTP request (0: all n in one; llama.cpp accepts n <= its n_parallel)")
+    # token-id prompts (vLLM, SGLang): see ttscale.engines.openai_tokens
+    token_ids: bool = param(False, "send prompts as token ids to /v1/completions, using the server's /tokenize "
+                            "and /detokenize (vLLM, SGLang); tree search then continues by ids")
 
 
 @engine("openai", OpenAIParams, "any OpenAI-compatible HTTP server (vLLM, SGLang, llama.cpp, Ollama, hosted APIs)")
 def make_openai(model: str | None, params: OpenAIParams) -> OpenAIEngine:
     if not model:
         raise ConfigError("openai engine needs --model NAME (the upstream model name)")
-    return OpenAIEngine(
+    cls = OpenAIEngine
+    if params.token_ids:  # token-id prompts: ttscale.engines.openai_tokens
+        from ttscale.engines.openai_tokens import OpenAITokenIdEngine as cls
+    return cls(
         model,
         base_url=params.base_url,
         api_key=params.api_key,

@@ -88,8 +88,7 @@ async def reset_inproc(eng: Any) -> None:
 async def beam_hit(engine: Any, problems: int) -> float:
     ds = load_dataset("default", limit=problems)
     runner = Runner(engine=engine, strategy="beam_search", answers=MathAnswers(), progress=False,
-                    params={"n": 4, "beam_width": 2, "max_step_tokens": 48, "max_tokens": 192, "max_steps": 4,
-                            "verifier": "confidence"},
+                    params={"n": 4, "beam_width": 2, "max_step_tokens": 48, "max_tokens": 192, "max_steps": 4},
                     make_verifier=lambda n: make_verifier(n, engine))
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "beam.jsonl"

@@ -84,8 +84,7 @@ async def test_cancelling_the_task_aborts_the_request(eng):
 
 
 STRATEGIES = {
-    "beam_search": {"n": 4, "beam_width": 2, "max_step_tokens": 24, "max_tokens": 48, "max_steps": 2,
-                    "verifier": "confidence"},
+    "beam_search": {"n": 4, "beam_width": 2, "max_step_tokens": 24, "max_tokens": 48, "max_steps": 2},
     "budget_forcing": {"max_thinking_tokens": 24, "waits": 1, "max_answer_tokens": 16},
     "deepconf": {"n": 4, "warmup": 2, "batch": 2, "max_tokens": 32, "window": 8, "tail": 8, "top_k": 5},
     "self_consistency": {"n": 3, "max_tokens": 32},

@@ -162,6 +162,9 @@ class OpenAITokenIdEngine(OpenAIEngine):
             return await super().generate(req)
         except EngineError as e:
             msg = str(e)
+            if "context length" in msg or "max_model_len" in msg or "maximum context" in msg:
+                raise EngineError(f"{msg} -- the prompt ({len(ids)} tokens) plus max_tokens exceed the server's "
+                                  "context: shorten them, or start the server with a larger --max-model-len") from e
             if "HTTP 400" in msg or "HTTP 422" in msg:
                 raise EngineError(
                     f"{msg} -- the request's prompt was sent as {len(ids)} token ids (token_ids=true): if the "

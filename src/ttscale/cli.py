@@ -25,7 +25,7 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 200, soft_wrap=not sys.stdout.isatty())
 err_console = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
-ENGINE_NAMES = "embedded, openai, pool, replay, scripted, ensemble"
+ENGINE_NAMES = "embedded, openai, vllm, pool, replay, scripted, ensemble"
 
 
 @app.callback()
@@ -123,6 +123,9 @@ def _print_run_summary(summary: Any, out: Path, stats: list[dict[str, Any]] | No
 
         for line in replica_lines(stats):
             console.print(line, highlight=False)
+    if summary.cached_prompt_tokens:
+        console.print(f"prefix cache hits: {summary.cached_prompt_tokens} of {summary.prompt_tokens} prompt tokens "
+                      f"({summary.cached_prompt_tokens / max(1, summary.prompt_tokens):.1%})")
     console.print(f"results: {out}")
     console.print(f"summary: ttscale report {out}")
     if summary.interrupted:

@@ -75,6 +75,7 @@ class CostMeter:
         self.params_count = params_count
         self.live = live
         self.prompt_tokens = 0
+        self.cached_prompt_tokens = 0
         self.generated_tokens = 0
         self.generations = 0
         self.engine_calls = 0
@@ -130,6 +131,7 @@ class CostMeter:
         self.generations += len(completions)
         for c in completions:
             self.prompt_tokens += c.prompt_tokens
+            self.cached_prompt_tokens += c.cached_prompt_tokens
             self.generated_tokens += c.completion_tokens
 
     def charge_verifier(self, prompt_tokens: int, generated_tokens: int, calls: int = 1) -> None:
@@ -156,4 +158,5 @@ class CostMeter:
             verifier_calls=self.verifier_calls,
             wall_time_s=round(end - self._t0, 4),
             flops=2.0 * self.params_count * tokens if self.params_count else None,
+            cached_prompt_tokens=self.cached_prompt_tokens,
         )

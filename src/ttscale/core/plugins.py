@@ -20,7 +20,7 @@ EngineFactory = Callable[[str | None, Any], Engine]
 """``factory(model, params) -> Engine``; ``model`` is a path, a name or ``None`` for the default."""
 
 ENGINES: Registry[EngineFactory] = Registry("engine")
-_ENGINE_MODULES = ("embedded", "openai", "replay", "scripted", "ensemble", "pool")
+_ENGINE_MODULES = ("embedded", "openai", "replay", "scripted", "ensemble", "pool", "vllm_inproc")
 
 
 def load_engines() -> Registry[EngineFactory]:

@@ -208,6 +208,8 @@ class Cost:
     verifier_calls: int = 0
     wall_time_s: float = 0.0
     flops: float | None = None
+    cached_prompt_tokens: int = 0
+    """Of ``prompt_tokens``, those the engine served from its prefix cache (where it reports them)."""
 
     @property
     def total_tokens(self) -> int:

@@ -95,6 +95,9 @@ class OpenAIParams:
     backoff_s: float = param(0.5, "initial retry backoff in seconds (doubles per retry, with jitter)")
     backoff_max_s: float = param(30.0, "longest wait between retries in seconds")
     max_n: int = param(0, "most samples per HTTP request (0: all n in one; llama.cpp accepts n <= its n_parallel)")
+    # token-id prompts (vLLM, SGLang): see ttscale.engines.openai_tokens
+    token_ids: bool = param(False, "send prompts as token ids to /v1/completions, using the server's /tokenize "
+                            "and /detokenize (vLLM, SGLang); tree search then continues by ids")
 
 
 class OpenAIEngine:
@@ -143,6 +146,9 @@ class OpenAIEngine:
         """HTTP attempts made (for tests and diagnostics)."""
         return self._retry.attempts_made
 
+    def _route(self, req: GenerationRequest) -> Route:
+        return route_of(req, self.params.endpoint)
+
     def _body(self, req: GenerationRequest, route: Route, n: int, seed: int | None) -> dict[str, Any]:
         return request_body(self.model, req, route, n, seed, self.extra_body)
 
@@ -161,7 +167,7 @@ class OpenAIEngine:
         return parsed.completions
 
     async def generate(self, req: GenerationRequest) -> list[Completion]:
-        route = route_of(req, self.params.endpoint)
+        route = self._route(req)
         if req.monitor is not None:
             seeds = [None if req.seed is None else req.seed + i for i in range(req.n)]
             return list(await asyncio.gather(*(self._stream_one(req, route, s) for s in seeds)))
@@ -218,4 +224,7 @@ class OpenAIEngine:
 def make_openai(model: str | None, params: OpenAIParams) -> OpenAIEngine:
     if not model:
         raise ConfigError("openai engine needs --model NAME (the upstream model name)")
-    return OpenAIEngine(model, params)
+    cls = OpenAIEngine
+    if params.token_ids:  # token-id prompts: ttscale.engines.openai_tokens
+        from ttscale.engines.openai_tokens import OpenAITokenIdEngine as cls
+    return cls(model, params)

@@ -55,6 +55,8 @@ class RunSummary:
     graded: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    """Prompt tokens the engine served from its prefix cache (vLLM, llama.cpp), problems run now."""
     verifier_tokens: int = 0
     wall_time_s: float = 0.0
     interrupted: bool = False
@@ -323,6 +325,7 @@ class Runner:
             summary.done_now += 1
             summary.generated_tokens += res.cost.generated_tokens
             summary.prompt_tokens += res.cost.prompt_tokens
+            summary.cached_prompt_tokens += res.cost.cached_prompt_tokens
             summary.verifier_tokens += res.cost.verifier_prompt_tokens + res.cost.verifier_generated_tokens
             if res.correct is not None:
                 summary.graded += 1

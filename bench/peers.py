@@ -259,6 +259,8 @@ async def run_peer(spec: Spec, problems: list[Problem], ds: Dataset, ep: Endpoin
     with (work / f"{spec.key}.worker.log").open("wb") as log:
         proc = await asyncio.create_subprocess_exec(*cmd, stdout=log, stderr=log)
         await proc.wait()
+    if proc.returncode is not None and proc.returncode < 0:  # stopped from outside: no result, rerun later
+        raise RuntimeError(f"{spec.label}: worker killed by signal {-proc.returncode}; rerun to resume")
     got = {r["id"]: r for r in read_jsonl(raw)} if raw.exists() else {}
     grader, answers = make_grader(ds), MathAnswers()
     for p in todo:
@@ -324,7 +326,9 @@ def select(specs: list[Spec], wanted: str | None) -> list[Spec]:
 
 def write_doc(path: Path, a: argparse.Namespace, ds: Dataset, model: str, points: list[Point], result: str,
               figure: Path, unfinished: list[str]) -> None:
-    cmd = " ".join(["python bench/peers.py", *sys.argv[1:]])
+    cmd = (f"python bench/peers.py --dataset {a.dataset} --limit {a.limit} --seed {a.seed} --model {a.model} "
+           f"--budgets {a.budgets} --max-tokens {a.max_tokens} --temperature {a.temperature} "
+           f"--concurrency {a.concurrency}" + (f" --methods {a.methods}" if a.methods else "") + f" --doc {path}")
     lost = verdict(points).lost_to
     text = DOC.format(dataset=ds.name, n=len(ds.problems), model=model, max_tokens=a.max_tokens,
                       temperature=a.temperature, seed=a.seed, budgets=a.budgets, concurrency=a.concurrency,
@@ -347,6 +351,9 @@ the endpoint served for the method's calls (counted per call by API key, so a pe
 rating and step calls are charged even when the peer reports no usage).
 
 {table}
+
+*Wall time*: seconds to finish the method's problems with `--concurrency` problems in flight, summed
+over the sessions that ran it (a killed session's time is lost, so a resumed method can show less).
 
 ![accuracy vs endpoint tokens]({figure})
 
@@ -410,7 +417,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def amain(a: argparse.Namespace) -> str:
     budgets = [int(b) for b in a.budgets.split(",") if b.strip()]
     specs = select(method_specs(budgets, a.max_tokens, a.temperature), a.methods)
-    ds = load_dataset(a.dataset, limit=a.limit, seed=a.seed)
+    size = max(50, a.limit) if a.dataset.lower().startswith("rg:") else None  # rg:TASK generates 50 by default
+    ds = load_dataset(a.dataset, limit=a.limit, seed=a.seed, size=size)
+    if len(ds.problems) < a.limit:
+        raise SystemExit(f"{a.dataset} has {len(ds.problems)} problems, fewer than --limit {a.limit}")
     out_dir = a.out_dir or Path("runs") / "peers" / slug(f"{ds.name}-{a.model}-t{a.max_tokens}")
     out_dir.mkdir(parents=True, exist_ok=True)
     peers = any(s.family != "ttscale" for s in specs) and not a.report_only
@@ -435,6 +445,7 @@ async def amain(a: argparse.Namespace) -> str:
     result = verdict(points).result_line()
     print(markdown_table(points))
     figure = (a.doc.parent if a.doc else out_dir) / "peers.png"
+    figure.parent.mkdir(parents=True, exist_ok=True)
     plot(points, str(figure), f"{ds.name}, {len(ds.problems)} problems, {a.model}")
     if a.doc:
         write_doc(a.doc, a, ds, a.model, points, result, figure, unfinished)

@@ -142,6 +142,7 @@ def plot(points: Sequence[Point], path: str, title: str) -> None:
             ys += [a.accuracy, b.accuracy]
         ax.plot(xs, ys, color="tab:blue", alpha=0.4, linestyle="--", label="ttscale frontier")
     ax.set_xscale("log")
+    ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("endpoint tokens per problem (prompt + generated, log scale)")
     ax.set_ylabel("accuracy")
     ax.set_title(title, fontsize=10)

@@ -1,0 +1,112 @@
+"""bench/peers.py pieces that need neither a model nor a peer: the token meter in front of a
+scripted ``ttscale serve``, and the frontier / RESULT computation."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from ttscale.engines.scripted import ScriptedEngine
+from ttscale.serve import ServeConfig, create_app
+from ttscale.serve.command import serve_in_thread
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from peers_report import Point, markdown_table, pareto, summarise, verdict, wilson
+from token_meter import Meter, meter_app
+
+MODEL = "tiny-upstream"
+
+
+def _script(req, k):  # type: ignore[no-untyped-def]
+    return f"reply {k} to: {req.messages[-1]['content']}"
+
+
+def test_meter_charges_each_key_what_the_upstream_served() -> None:
+    meter = Meter()
+    app = create_app(ServeConfig(), engine=ScriptedEngine(_script, model=MODEL))
+    with serve_in_thread(app) as upstream, serve_in_thread(meter_app(upstream, meter=meter)) as url:
+        a = openai.OpenAI(base_url=url, api_key="sk-a~1", max_retries=0)
+        r = a.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "say hello"}], n=2,
+                                      max_tokens=3)
+        assert [c.message.content for c in r.choices] == ["reply 0 to:", "reply 1 to:"]
+        assert r.usage is not None and (r.usage.prompt_tokens, r.usage.completion_tokens) == (2, 6)
+        b = openai.OpenAI(base_url=url, api_key="sk-b~1", max_retries=0)
+        for _ in range(2):
+            b.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "say hello"}], max_tokens=2)
+        # a client named by path, and a streamed call that did not ask for usage
+        c = openai.OpenAI(base_url=url.replace("/v1", "/c/judge/v1"), api_key="ignored", max_retries=0)
+        chunks = list(c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "say hello"}],
+                                                max_tokens=3, stream=True))
+        assert all(ch.usage is None for ch in chunks)  # the usage chunk the meter asked for is not passed on
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "reply 0 to:"
+        # a bad request is counted as an error, without tokens
+        bad = httpx.post(f"{url}/chat/completions", json={"model": MODEL, "messages": "nope"},
+                         headers={"Authorization": "Bearer sk-bad"})
+        assert bad.status_code == 400
+        counts = httpx.get(url.removesuffix("/v1") + "/meter").json()
+    assert meter.tally("sk-a~1").prompt_tokens == 2 and meter.tally("sk-a~1").completion_tokens == 6
+    assert (meter.tally("sk-b~1").requests, meter.tally("sk-b~1").total_tokens) == (2, 2 * (2 + 2))
+    assert (meter.tally("judge").prompt_tokens, meter.tally("judge").completion_tokens) == (2, 3)
+    assert (meter.tally("sk-bad").errors, meter.tally("sk-bad").total_tokens) == (1, 0)
+    assert meter.tally("nobody").requests == 0
+    assert counts["sk-a~1"]["completion_tokens"] == 6 and set(counts) == {"sk-a~1", "sk-b~1", "judge", "sk-bad"}
+
+
+def _pt(label: str, family: str, correct: int, tokens: float, errors: int = 0, n: int = 10) -> Point:
+    return Point(label, family, 4, n, correct, errors, tokens, 1.0)
+
+
+def test_verdict_counts_dominated_peer_points_and_the_token_ratio() -> None:
+    points = [
+        _pt("ttscale:sc@4", "ttscale", 5, 1000),
+        _pt("ttscale:adaptive@8", "ttscale", 7, 1500),
+        _pt("its_hub:sc@4", "its_hub", 5, 1200),   # beaten: 5/10 at 1000 <= 1200
+        _pt("optillm:bon@4", "optillm", 6, 1400),  # not: 7/10 needs 1500 > 1400
+        _pt("optillm:moa@3", "optillm", 6, 3000),  # beaten by adaptive@8
+        _pt("its_hub:pf@4", "its_hub", 0, 0, errors=10),  # failed everywhere: not compared
+    ]
+    v = verdict(points)
+    assert (v.wins, v.compared) == (2, 3)
+    assert v.lost_to == ("optillm:bon@4",)
+    assert (v.best_ttscale_acc, v.best_peer_acc) == (0.7, 0.6)
+    assert v.tokens_ratio == pytest.approx(1500 / 1400)  # cheapest ttscale >= 0.6 over cheapest peer at 0.6
+    assert v.result_line() == ("RESULT frontier_wins=2/3 best_ttscale_acc=0.700 best_peer_acc=0.600 "
+                               "tokens_ratio_at_best_peer_acc=1.071")
+    # no ttscale point reaches the best peer accuracy: the ratio is 'none'
+    v2 = verdict([_pt("ttscale:sc@4", "ttscale", 3, 100), _pt("optillm:bon@4", "optillm", 6, 1400)])
+    assert (v2.wins, v2.compared, v2.tokens_ratio) == (0, 1, None)
+    assert v2.result_line().endswith("tokens_ratio_at_best_peer_acc=none")
+    assert verdict([]).result_line() == ("RESULT frontier_wins=0/0 best_ttscale_acc=none best_peer_acc=none "
+                                         "tokens_ratio_at_best_peer_acc=none")
+
+
+def test_summarise_counts_errors_as_wrong_and_averages_tokens() -> None:
+    rows = [
+        {"id": "a", "correct": True, "prompt_tokens": 100, "completion_tokens": 50},
+        {"id": "b", "correct": False, "prompt_tokens": 80, "completion_tokens": 20},
+        {"id": "c", "correct": None, "error": "APIError: boom", "prompt_tokens": 0, "completion_tokens": 0},
+    ]
+    p = summarise("its_hub:sc@4", "its_hub", 4, rows, 12.5, ["note"])
+    assert (p.problems, p.correct, p.errors, p.tokens, p.accuracy) == (3, 1, 1, 250 / 3, pytest.approx(1 / 3))
+    assert not p.failed and not p.is_ttscale
+    lo, hi = wilson(1, 3)
+    assert lo == pytest.approx(0.0615, abs=1e-3) and hi == pytest.approx(0.7923, abs=1e-3)
+    assert wilson(0, 0) == (0.0, 1.0)
+    table = markdown_table([p, _pt("its_hub:pf@4", "its_hub", 0, 0, errors=10)])
+    assert "| its_hub:sc@4 | 4 | 0.333 [0.06, 0.79] (1/3) | 83 | 12 | 1/3 | note |" in table
+    assert "| its_hub:pf@4 | 4 | failed |" in table
+
+
+def test_pareto_keeps_only_undominated_points_by_tokens() -> None:
+    pts = [_pt("a", "ttscale", 5, 100), _pt("b", "ttscale", 4, 200), _pt("c", "ttscale", 7, 300),
+           _pt("d", "ttscale", 7, 400), _pt("e", "ttscale", 8, 50)]
+    assert [p.label for p in pareto(pts)] == ["e"]
+    pts = pts[:4]
+    assert [p.label for p in pareto(pts)] == ["a", "c"]
+    assert json.dumps([p.label for p in pareto([])]) == "[]"

@@ -34,7 +34,7 @@ from typing import Any
 from ttscale.core.budget import Budget
 from ttscale.core.protocols import Verifier
 from ttscale.datasets import load_dataset
-from ttscale.engines.embedded import EmbeddedEngine
+from ttscale.engines.embedded import EmbeddedEngine, EmbeddedParams
 from ttscale.engines.pool import PoolEngine
 from ttscale.lab.ray_backend import EngineSpecR, RaySettings, RunSpec
 from ttscale.lab.ray_run import run_on_ray
@@ -76,7 +76,8 @@ def ray_throughput(a: argparse.Namespace, actors: int, tmp: Path) -> dict[str, f
 
 async def tree_hits(a: argparse.Namespace, routing: str) -> dict[str, Any]:
     problems = load_dataset("default", limit=a.tree_limit).problems
-    members = [EmbeddedEngine(a.model, n_parallel=a.beam_n, n_ctx=a.beam_n * 2048, threads=1) for _ in range(2)]
+    members = [EmbeddedEngine(a.model, EmbeddedParams(n_parallel=a.beam_n, n_ctx=a.beam_n * 2048, threads=1))
+               for _ in range(2)]
     pool = PoolEngine(members, names=["r0", "r1"], routing=routing)
     params = {"n": a.beam_n, "beam_width": a.beam_width, "max_steps": a.max_steps,
               "max_step_tokens": a.max_step_tokens, "max_tokens": a.max_steps * a.max_step_tokens,

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import os
 import platform
-import random
 import sys
 import tempfile
 import time
@@ -32,29 +31,17 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.core.budget import Budget
-from ttscale.core.protocols import Verifier
 from ttscale.datasets import load_dataset
 from ttscale.engines.embedded import EmbeddedEngine, EmbeddedParams
 from ttscale.engines.pool import PoolEngine
 from ttscale.lab.ray_backend import EngineSpecR, RaySettings, RunSpec
 from ttscale.lab.ray_run import run_on_ray
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tree_vs_bon import RandomSteps  # a sibling bench script: free seeded step scores
+
 from ttscale.lab.runner import DEFAULT_SYSTEM_PROMPT, Runner
 from ttscale.verifiers.math_answers import MathAnswers
-
-
-class RandomSteps(Verifier):
-    """Free seeded step scores (keeps the search's shape without a judge model)."""
-
-    name = "random"
-
-    def __init__(self, seed: int = 0) -> None:
-        self.rng = random.Random(seed)
-
-    async def score(self, problem, candidates, ctx):
-        return [self.rng.random() for _ in candidates]
-
-    async def score_steps(self, problem, candidates, ctx):
-        return [[self.rng.random() for _ in c.steps] for c in candidates]
 
 
 def ray_throughput(a: argparse.Namespace, actors: int, tmp: Path) -> dict[str, float]:

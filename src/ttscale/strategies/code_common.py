@@ -7,6 +7,7 @@ import ast
 import asyncio
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from ttscale.core.context import Context
 from ttscale.core.errors import BudgetExhausted, ConfigError
@@ -29,6 +30,16 @@ def executor(ctx: Context) -> CodeExecutor:
         raise ConfigError("this strategy runs programs: use a code dataset (--dataset humaneval or a "
                           "HumanEval-style .jsonl with prompt, entry_point and test)")
     return ctx.executor
+
+
+async def sample_programs(ctx: Context, p: Any) -> list[Candidate] | None:
+    """``p.n`` sampled programs (``p.temperature``, ``p.top_p``, ``p.max_tokens``) after checking the run
+    can execute them; None when the budget is already spent."""
+    executor(ctx)
+    try:
+        return await ctx.sample(p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens)
+    except BudgetExhausted:
+        return None
 
 
 def entry_point(ctx: Context) -> str:

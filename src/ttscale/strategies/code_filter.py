@@ -13,12 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ttscale.core.context import Context
-from ttscale.core.errors import BudgetExhausted
 from ttscale.core.execution import public_tests
 from ttscale.core.registry import param
 from ttscale.core.types import Problem
 from ttscale.strategies.base import Outcome, strategy
-from ttscale.strategies.code_common import executor, passed, run_each
+from ttscale.strategies.code_common import passed, run_each, sample_programs
 
 
 @dataclass(frozen=True)
@@ -32,10 +31,8 @@ class CodeFilterParams:
 
 @strategy("code_filter", CodeFilterParams, "code: best of N programs by the public (docstring) tests")
 async def code_filter(problem: Problem, ctx: Context, p: CodeFilterParams) -> Outcome:
-    executor(ctx)
-    try:
-        cands = await ctx.sample(p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens)
-    except BudgetExhausted:
+    cands = await sample_programs(ctx, p)
+    if cands is None:
         return Outcome(None, None, [])
     tests = public_tests(problem)
     results = await run_each(ctx, cands, tests, p.time_limit)

@@ -19,12 +19,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ttscale.core.context import Context
-from ttscale.core.errors import BudgetExhausted
 from ttscale.core.execution import public_tests
 from ttscale.core.registry import param
 from ttscale.core.types import Problem
 from ttscale.strategies.base import Outcome, strategy
-from ttscale.strategies.code_common import call_of, entry_point, executor, generate_tests, run_each
+from ttscale.strategies.code_common import (
+    call_of,
+    entry_point,
+    generate_tests,
+    run_each,
+    sample_programs,
+)
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,8 @@ class CodeVoteParams:
 
 @strategy("code_vote", CodeVoteParams, "code: majority over programs grouped by their outputs on inputs")
 async def code_vote(problem: Problem, ctx: Context, p: CodeVoteParams) -> Outcome:
-    executor(ctx)
-    try:
-        cands = await ctx.sample(p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens)
-    except BudgetExhausted:
+    cands = await sample_programs(ctx, p)
+    if cands is None:
         return Outcome(None, None, [])
     ep = entry_point(ctx)
     written = await generate_tests(ctx, samples=p.input_samples, per_sample=5, temperature=p.temperature,

@@ -16,12 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ttscale.core.context import Context
-from ttscale.core.errors import BudgetExhausted
 from ttscale.core.execution import public_tests
 from ttscale.core.registry import check_template, param
 from ttscale.core.types import Problem
 from ttscale.strategies.base import Outcome, strategy
-from ttscale.strategies.code_common import TEST_PROMPT, executor, generate_tests, run_each
+from ttscale.strategies.code_common import TEST_PROMPT, generate_tests, run_each, sample_programs
 
 
 @dataclass(frozen=True)
@@ -44,10 +43,8 @@ class CodeTParams:
 
 @strategy("codet", CodeTParams, "code: programs x generated tests, dual execution agreement (CodeT)")
 async def codet(problem: Problem, ctx: Context, p: CodeTParams) -> Outcome:
-    executor(ctx)
-    try:
-        cands = await ctx.sample(p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens)
-    except BudgetExhausted:
+    cands = await sample_programs(ctx, p)
+    if cands is None:
         return Outcome(None, None, [])
     tests = await generate_tests(ctx, samples=p.test_samples, per_sample=p.tests_per_sample,
                                  temperature=p.temperature, max_tokens=p.test_max_tokens, limit=p.max_tests,

@@ -24,7 +24,7 @@ from ttscale.core.execution import TestResult, public_tests
 from ttscale.core.registry import check_template, param
 from ttscale.core.types import Candidate, GenerationRequest, Problem
 from ttscale.strategies.base import Outcome, strategy
-from ttscale.strategies.code_common import executor, passed, run_each
+from ttscale.strategies.code_common import passed, run_each, sample_programs
 
 FEEDBACK_PROMPT = (
     "The code above fails this test:\n```python\n{test}\n```\n{error}\n"
@@ -84,10 +84,8 @@ async def _chain(ctx: Context, p: SelfDebugParams, chain: int, first: Candidate,
 
 @strategy("self_debug", SelfDebugParams, "code: revise programs with failing-test feedback (Self-Debug)")
 async def self_debug(problem: Problem, ctx: Context, p: SelfDebugParams) -> Outcome:
-    executor(ctx)
-    try:
-        firsts = await ctx.sample(p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens)
-    except BudgetExhausted:
+    firsts = await sample_programs(ctx, p)
+    if firsts is None:
         return Outcome(None, None, [])
     tests = public_tests(problem)
     done: list[tuple[Candidate, list[TestResult] | None]] = []

@@ -182,7 +182,7 @@ def test_progress_lines_when_stdout_is_not_a_terminal(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-p", "n=-3"], "strategy 'self_consistency' cannot run with these settings: n must be >= 1, got -3"),
+        (["-p", "n=-3"], "strategy 'weighted_best_of_n' cannot run with these settings: n must be >= 1, got -3"),
         (["-p", "max_tokens=0"], "max_tokens must be >= 1, got 0"),
         (["--max-generations", "-1"], "--max-generations must be >= 1 (or left out for no cap), got -1"),
         (["--max-generations", "0"], "--max-generations must be >= 1"),
@@ -190,7 +190,7 @@ def test_progress_lines_when_stdout_is_not_a_terminal(tmp_path):
         (["--limit", "0"], "--limit must be >= 1, got 0"),
         (["--concurrency", "0"], "--concurrency must be >= 1, got 0"),
         (["--verifier", "nope"], "unknown verifier 'nope'"),
-        (["--verifier-param", "x=1"], "--verifier-param needs a --verifier"),
+        (["--strategy", "self_consistency", "--verifier-param", "x=1"], "--verifier-param needs a --verifier"),
         (["--engine-param", "bogus=1"], "engine 'embedded' has no parameter bogus"),
         (["--extra-engine", "big=warp"], "unknown engine 'warp'"),
         (["--strategy", "compute_optimal"], "strategy 'compute_optimal': parameter policy is required"),

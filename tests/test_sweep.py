@@ -389,3 +389,23 @@ def test_committed_recipe_is_valid():
     assert cfg.subsample.n == (1, 2, 4, 8) and len(cfg.subsample.select) == 3
     assert [(e.engine, e.model) for e in recipe.engines] == [("embedded", None)]
     assert [(d.dataset, d.limit) for d in recipe.datasets] == [("default", 16)]
+
+
+def test_cache_shares_samples_between_runs_of_a_sweep(tmp_path):
+    """Two runs that draw the same seeded samples (best-of-N n=4, self-consistency n=2): with ``cache``
+    the second generates nothing, and its rows equal those of a sweep without the cache."""
+    runs = [{"strategy": "best_of_n", "params": {"n": 4, "verifier": "answer_check", "max_tokens": 50}},
+            {"strategy": "self_consistency", "params": {"n": 2, "max_tokens": 50}}]
+    cache = tmp_path / "gen.sqlite"
+    engines = Engines()
+    res = run_sweep(parse_recipe(recipe_dict(tmp_path, runs=runs, cache=str(cache)), source="r.yaml"),
+                    progress=False, engine_factory=engines)
+    assert cache.exists() and res.summaries[1].reused_samples == 3 * 2 and res.summaries[0].reused_samples == 0
+    assert sum(c.n for c in engines.built[0].calls) == 3 * 4  # the n=2 run asked the engine for nothing
+    plain = run_sweep(parse_recipe(recipe_dict(tmp_path, runs=runs, out=str(tmp_path / "plain")), source="r.yaml"),
+                      progress=False, engine_factory=Engines())
+    strip = ("wall_time_s",)
+    assert [{k: v for k, v in r.items() if k not in strip} for r in res.rows] == [
+        {k: v for k, v in r.items() if k not in strip} for r in plain.rows]
+    with pytest.raises(ConfigError, match="field cache"):
+        parse_recipe(recipe_dict(tmp_path, cache=3), source="r.yaml")

@@ -50,7 +50,9 @@ def run(
     split: Annotated[str | None, typer.Option(help="dataset split (Hugging Face)")] = None,
     limit: Annotated[int | None, typer.Option(help="run only the first N problems")] = None,
     dataset_seed: Annotated[int, typer.Option(help="seed of generated datasets (rg:TASK)")] = 0,
-    strategy: Annotated[str, typer.Option(help="strategy name (see `ttscale strategies`)")] = "self_consistency",
+    strategy: Annotated[str | None, typer.Option(
+        help="strategy name (see `ttscale strategies`); default: weighted best-of-8 by token confidence on the "
+             "embedded engine, self_consistency on the others")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="strategy parameter key=value")] = None,
     verifier: Annotated[list[str] | None, typer.Option(help="verifier(s) to configure, first is default")] = None,
     verifier_param: Annotated[list[str] | None, typer.Option("--verifier-param", help="key=value for --verifier")] = None,
@@ -60,6 +62,8 @@ def run(
     system_prompt: Annotated[str | None, typer.Option(help="system prompt ('' for none)")] = None,
     concurrency: Annotated[int, typer.Option(help="problems in flight at once")] = 16,
     out: Annotated[Path | None, typer.Option(help="results JSONL (rerun with the same file to resume)")] = None,
+    cache: Annotated[Path | None, typer.Option(
+        help="generation cache (SQLite): seeded samples stored here are reused, e.g. across strategies")] = None,
     progress: Annotated[bool, typer.Option(
         metavar="", help="show progress: a live bar on a terminal, else a plain line every --progress-every s")] = True,
     progress_every: Annotated[float, typer.Option(help="seconds between plain progress lines (no terminal)")] = 15.0,
@@ -74,12 +78,15 @@ def run(
     from ttscale.lab.runner import results_lock
 
     signal.signal(signal.SIGTERM, rc.raise_terminated)  # SIGTERM stops like Ctrl-C (exit 143)
+    strategy, params, verifiers, vparams = rc.default_strategy(
+        engine, strategy, parse_kv(param, "--param"), list(verifier or []),
+        parse_kv(verifier_param, "--verifier-param"), say=lambda m: console.print(m, highlight=False))
     spec = rc.RunSpec(
         engine=engine, model=model, eparams=parse_kv(engine_param, "--engine-param"),
-        extras=_extra_engines(extra_engine), strategy=strategy, params=parse_kv(param, "--param"),
-        verifiers=list(verifier or []), vparams=parse_kv(verifier_param, "--verifier-param"),
+        extras=_extra_engines(extra_engine), strategy=strategy, params=params,
+        verifiers=verifiers, vparams=vparams,
         budget=rc.make_budget(max_generations, max_generated_tokens), seed=seed,
-        system_prompt=system_prompt or None,
+        system_prompt=system_prompt or None, cache=cache,
     )
     if concurrency < 1:
         raise TtscaleError(f"--concurrency must be >= 1, got {concurrency}")
@@ -92,6 +99,8 @@ def run(
     if system_prompt is None:  # the dataset's kind picks the default (code datasets ask for a program)
         spec.system_prompt = rc.default_system_prompt(ds)
     checked = rc.check_before_loading(spec, ds)
+    if ray is not None and cache is not None:
+        raise TtscaleError(f"--cache {cache} is a file on this machine; Ray actors cannot share it (drop one)")
     if ray is not None:  # scale out: problems go to Ray actors, one engine replica each; the driver writes `out`
         from ttscale.lab.ray_run import cli_run
 
@@ -126,12 +135,31 @@ def _print_run_summary(summary: Any, out: Path, stats: list[dict[str, Any]] | No
     if summary.cached_prompt_tokens:
         console.print(f"prefix cache hits: {summary.cached_prompt_tokens} of {summary.prompt_tokens} prompt tokens "
                       f"({summary.cached_prompt_tokens / max(1, summary.prompt_tokens):.1%})")
+    _print_gain(out)
+    if summary.reused_samples:
+        console.print(f"generation cache: {summary.reused_samples} samples reused (their tokens are still counted)")
     console.print(f"results: {out}")
     console.print(f"summary: ttscale report {out}")
     if summary.interrupted:
         what = "terminated" if summary.terminated else "interrupted"
         err_console.print(f"{what}: finished problems are saved; rerun the same command to resume")
         raise typer.Exit(143 if summary.terminated else 130)
+
+
+def _print_gain(out: Path) -> None:
+    """Single-sample accuracy next to the strategy's: what the extra compute bought, with its noise."""
+    from ttscale.lab.report import gain_over_one_sample
+
+    try:
+        g = gain_over_one_sample(out)
+    except TtscaleError:
+        return
+    if g is None:
+        return
+    console.print(
+        f"single sample: {g['sample_accuracy']:.1%} (mean over each problem's samples); strategy: {g['accuracy']:.1%}; "
+        f"gain {100 * g['gain']:+.1f} points (95% interval {100 * g['gain_low']:+.1f} to {100 * g['gain_high']:+.1f}, "
+        f"paired over {g['problems']} problems)", highlight=False)
 
 
 def _extra_engines(specs: list[str] | None) -> dict[str, tuple[str, str | None]]:

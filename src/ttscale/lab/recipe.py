@@ -13,6 +13,7 @@ A recipe reads like this (every field but ``runs`` has a default)::
     system_prompt: ...                      # optional ('' for none; default: the runner's)
     verifiers: {llm_judge: {}}              # optional: verifier name -> options (first = default)
     concurrency: 16                         # problems in flight at once
+    cache: runs/sweeps/embedded-gsm/samples.sqlite   # optional: reuse seeded samples across runs
     runs:
       - strategy: best_of_n
         params: {n: 16, max_tokens: 384, verifier: llm_judge}
@@ -53,7 +54,8 @@ SUBSAMPLE_SOURCES: dict[str, tuple[str, ...]] = {
 """Strategies whose candidates are i.i.d. samples (so the first k are a valid k-sample run), and
 the rules their candidates support (score-based rules need verifier scores)."""
 
-TOP_LEVEL = ("name", "out", "engines", "datasets", "seeds", "system_prompt", "verifiers", "concurrency", "runs")
+TOP_LEVEL = ("name", "out", "engines", "datasets", "seeds", "system_prompt", "verifiers", "concurrency", "cache",
+             "runs")
 ENGINE_KEYS = ("engine", "model", "params")
 DATASET_KEYS = ("dataset", "name", "limit", "split", "seed", "question_field", "answer_field")
 RUN_KEYS = ("strategy", "params", "grid", "budgets", "subsample")
@@ -148,6 +150,9 @@ class Recipe:
     """``None``: the runner's default system prompt; ``""``: none."""
     verifiers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     concurrency: int = 16
+    cache: Path | None = None
+    """A generation cache (SQLite, :mod:`ttscale.engines.cache`) shared by every run and engine: runs
+    that draw the same seeded samples generate them once."""
     source: str = "recipe"
 
 
@@ -319,6 +324,7 @@ def parse_recipe(data: Any, *, source: str = "recipe", default_name: str = "swee
     verifiers_reg = load_verifiers()
     verifiers = _parse_verifiers(c, d.get("verifiers"), verifiers_reg)
     concurrency = c.integer("concurrency", d.get("concurrency", 16), minimum=1) or 16
+    cache = Path(c.string("cache", d["cache"]) or "") if d.get("cache") is not None else None
     if "runs" not in d:
         raise c.fail("runs", None, "missing field: a list of {strategy, params, grid, budgets, subsample}")
     configs = _parse_runs(c, d["runs"], verifiers_reg)
@@ -326,7 +332,7 @@ def parse_recipe(data: Any, *, source: str = "recipe", default_name: str = "swee
     return Recipe(
         name=name, out=out, engines=tuple(engines), datasets=tuple(datasets), seeds=tuple(seeds),  # type: ignore[arg-type]
         configs=tuple(configs), system_prompt=system_prompt, verifiers=verifiers, concurrency=concurrency,
-        source=source,
+        cache=cache, source=source,
     )
 
 

@@ -68,3 +68,25 @@ def summarize(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
             "stopped_by_budget": sum(bool(r.get("stopped_by_budget")) for r in rs),
         })
     return rows
+
+
+def gain_over_one_sample(path: str | Path, *, resamples: int = 2000) -> dict[str, Any] | None:
+    """The strategy's accuracy against single-sample accuracy (each problem's candidates graded one by
+    one) on the problems of ``path`` where both are known, with a paired 95% bootstrap interval over
+    problems for the gain; None when no problem has graded candidates."""
+    import random
+
+    pairs = [(float(bool(r["correct"])), fmean(bool(c["correct"]) for c in r["candidates"]))
+             for _, r in load_records([path])
+             if r.get("correct") is not None and r.get("candidates")
+             and all(c.get("correct") is not None for c in r["candidates"])]
+    if not pairs:
+        return None
+    diffs = [a - s for a, s in pairs]
+    rng = random.Random(0)
+    n = len(diffs)
+    means = sorted(fmean(diffs[rng.randrange(n)] for _ in range(n)) for _ in range(resamples))
+    return {
+        "problems": n, "accuracy": fmean(a for a, _ in pairs), "sample_accuracy": fmean(s for _, s in pairs),
+        "gain": fmean(diffs), "gain_low": means[int(0.025 * resamples)], "gain_high": means[int(0.975 * resamples) - 1],
+    }

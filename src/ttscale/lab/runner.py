@@ -58,6 +58,8 @@ class RunSummary:
     cached_prompt_tokens: int = 0
     """Prompt tokens the engine served from its prefix cache (vLLM, llama.cpp), problems run now."""
     verifier_tokens: int = 0
+    reused_samples: int = 0
+    """Samples served by a generation cache (``--cache``) instead of the engine, problems run now."""
     wall_time_s: float = 0.0
     interrupted: bool = False
     terminated: bool = False  # stopped by SIGTERM (the CLI exits 143)

@@ -416,6 +416,14 @@ async def execute(recipe: Recipe, runs: Sequence[PlannedRun], datasets: Mapping[
         if not mine:
             continue
         eng = engine_factory(spec)
+        if recipe.cache is not None:
+            from ttscale.engines.cache import CachingEngine
+
+            try:
+                eng = CachingEngine(eng, recipe.cache)
+            except BaseException:
+                await eng.aclose()
+                raise
         built: list[Verifier] = []
 
         def verifier(name: str, eng: Engine = eng, built: list[Verifier] = built) -> Verifier:
@@ -438,7 +446,9 @@ async def execute(recipe: Recipe, runs: Sequence[PlannedRun], datasets: Mapping[
                     seed=run.seed, system_prompt=system, concurrency=recipe.concurrency, verifiers=configured,
                     make_verifier=verifier, progress=progress, executor=code.executor if code else None,
                 )
+                hits = getattr(eng, "hits", 0)
                 summary = await runner.run(ds.problems, run.path)
+                summary.reused_samples = getattr(eng, "hits", 0) - hits
                 summaries[run.index] = summary
                 if summary.interrupted:
                     return summaries, True

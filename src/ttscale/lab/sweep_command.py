@@ -63,6 +63,9 @@ def sweep_command(
     console.print(f"[bold]ttscale sweep[/] {rec.name}: {len(runs)} runs -> {root}"
                   + (" (table only)" if table_only else ""))
     executor = None
+    if ray is not None and not table_only and rec.cache is not None:
+        raise ConfigError(f"{rec.source}: cache: {str(rec.cache)!r} is a file on this machine; Ray actors "
+                          "cannot share it (remove `cache` or run without --ray)")
     if ray is not None and not table_only:  # every engine's runs fan out to Ray actors (ttscale.lab.ray_run)
         from ttscale.core.registry import parse_kv
         from ttscale.lab.ray_run import RaySettings, sweep_executor
@@ -78,6 +81,9 @@ def sweep_command(
         t.add_row(s["dataset"], model, s["config"], str(s["seed"]), str(s["problems"]), _pct(s["accuracy"]),
                   f"{s['mean_generated_tokens']:.0f}", f"{s['mean_generations']:.1f}")
     console.print(t)
+    reused = sum(s.reused_samples for s in res.summaries.values())
+    if reused:
+        console.print(f"generation cache {rec.cache}: {reused} samples reused (their tokens are still counted)")
     if res.table_paths is not None:
         console.print(f"table: {res.table_paths[0]} and {res.table_paths[1]} ({len(res.rows)} rows)")
     if res.interrupted:

@@ -8,8 +8,9 @@ its error (``feedback_prompt``: ``{test}``, ``{error}``), asking for the whole c
 A chain stops when its program passes every public test, after ``turns`` revisions, or when the
 budget is spent; a problem without public tests gets no feedback (one attempt per chain).
 
-Selection over every attempt of every chain: most public tests passed; ties go to the earliest
-attempt. Candidates carry ``parent`` (the attempt they revise), ``score`` (fraction of public tests
+Selection over every attempt of every chain: most public tests passed; ties go to the lowest chain,
+then its earliest attempt. Revision ``r`` of chain ``i`` is seeded ``base + i * turns + r``, so runs
+are reproducible whatever order attempts finish in. Candidates carry ``parent`` (the attempt they revise), ``score`` (fraction of public tests
 passed) and ``extra = {"chain", "revision", "public"}``.
 """
 
@@ -63,7 +64,7 @@ def feedback(p: SelfDebugParams, cand: Candidate, results: list[TestResult] | No
 
 
 async def _chain(ctx: Context, p: SelfDebugParams, chain: int, first: Candidate, tests: list[str],
-                 out: list[tuple[Candidate, list[TestResult] | None]]) -> None:
+                 out: list[tuple[Candidate, list[TestResult] | None]], seed: int) -> None:
     cand = first.with_(extra={"chain": chain, "revision": 0})
     history = [dict(m) for m in ctx.messages()]
     for revision in range(p.turns + 1):
@@ -74,7 +75,7 @@ async def _chain(ctx: Context, p: SelfDebugParams, chain: int, first: Candidate,
             return
         history += [{"role": "assistant", "content": cand.text}, {"role": "user", "content": turn}]
         req = GenerationRequest(messages=tuple(history), temperature=p.temperature, top_p=p.top_p,
-                                max_tokens=p.max_tokens)
+                                max_tokens=p.max_tokens, seed=(seed + chain * p.turns + revision) % 2**31)
         try:
             (c,) = await ctx.generate(req)
         except BudgetExhausted:
@@ -89,8 +90,11 @@ async def self_debug(problem: Problem, ctx: Context, p: SelfDebugParams) -> Outc
         return Outcome(None, None, [])
     tests = public_tests(problem)
     done: list[tuple[Candidate, list[TestResult] | None]] = []
-    await asyncio.gather(*(_chain(ctx, p, i, c, tests, done) for i, c in enumerate(firsts)))
-    done.sort(key=lambda cr: cr[0].id)
+    # revision seeds by (chain, revision), not by arrival order: a run is reproducible, and chain i
+    # revises the same way at any n (a generation cache then shares revisions across n)
+    seed = ctx.rng.randrange(2**31)
+    await asyncio.gather(*(_chain(ctx, p, i, c, tests, done, seed) for i, c in enumerate(firsts)))
+    done.sort(key=lambda cr: (cr[0].extra["chain"], cr[0].extra["revision"]))
     total = len(tests)
     cands = [c.with_(score=(passed(r) / total) if total else None,
                      extra={**c.extra, "public": f"{passed(r)}/{total}"}) for c, r in done]

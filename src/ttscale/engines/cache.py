@@ -12,7 +12,9 @@ Rules, so that a cached run is a run the engine could have produced:
   monitor stops samples early depending on the caller, so its results are not reusable).
 - Sample ``i`` of a request seeded ``s`` is stored as the sample seeded ``s + i``: what the embedded
   and vLLM engines draw for it. A request whose samples are partly stored asks the engine only for
-  the missing ones, as runs of consecutive seeds.
+  the missing ones, as runs of consecutive seeds (one request per run, so the engine still shares
+  the prompt's prefill among them). Samples are stored when their request returns: a run stopped
+  mid-request keeps the samples of the requests that had finished.
 - The key is everything that changes the text: engine, model, messages, raw prompt, prefix and its
   token ids, temperature, top-p, max tokens, stop strings, logprobs and the seed. Samples that ended
   ``cancelled``, ``budget`` or ``error`` are not stored.

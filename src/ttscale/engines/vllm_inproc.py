@@ -10,7 +10,8 @@
   ``prefix``), so text the model produced is never re-tokenised. Automatic prefix caching (on by
   default) then reuses the KV blocks of the shared prompt and of a tree-search parent.
 - **Samples**: ``n`` samples are ``n`` requests with seeds ``seed``, ``seed + 1``, ... (as on the
-  embedded engine); they share the prompt's cached blocks, and each can stop on its own.
+  embedded engine); the first goes alone until its prompt is prefilled, then the others follow and
+  find the prompt's blocks in the prefix cache; each can stop on its own.
 - **Monitor / cancellation**: outputs are streamed (delta mode); a ``monitor`` returning True
   aborts that request in vLLM at once; the sample is reported with ``finish_reason="cancelled"``.
   Monitors run on the engine thread (keep them quick and thread-safe).
@@ -171,7 +172,7 @@ class VLLMEngine:
         )
 
     async def _sample(self, req: GenerationRequest, prompt: tuple[int, ...], seed: int | None,
-                      max_tokens: int) -> Completion:
+                      max_tokens: int, prefilled: asyncio.Event | None = None) -> Completion:
         rid = f"ttscale-{next(self._ids)}"
         params = self._params(req, seed, max_tokens)
         ids: list[int] = []
@@ -182,6 +183,8 @@ class VLLMEngine:
         done = False
         try:
             async for out in self._llm.generate({"prompt_token_ids": list(prompt)}, params, rid):
+                if prefilled is not None:
+                    prefilled.set()
                 cached = max(cached, int(getattr(out, "num_cached_tokens", 0) or 0))
                 o = out.outputs[0]
                 ids.extend(o.token_ids)
@@ -198,6 +201,8 @@ class VLLMEngine:
                     finish = "cancelled"
                     break
         finally:
+            if prefilled is not None:
+                prefilled.set()
             if not done:
                 await self._llm.abort(rid)
         self.prompt_tokens_total += len(prompt)
@@ -219,12 +224,31 @@ class VLLMEngine:
             )
         max_tokens = min(req.max_tokens, room)
         seeds = [None if req.seed is None else req.seed + i for i in range(req.n)]
-        futs = [asyncio.wrap_future(self._call(self._sample(req, prompt, s, max_tokens))) for s in seeds]
+        fut = asyncio.wrap_future(self._call(self._fan_out(req, prompt, seeds, max_tokens)))
         try:
-            return list(await asyncio.gather(*futs))
+            return await fut
         except BaseException:
-            for f in futs:
-                f.cancel()
+            fut.cancel()
+            raise
+
+    async def _fan_out(self, req: GenerationRequest, prompt: tuple[int, ...], seeds: list[int | None],
+                       max_tokens: int) -> list[Completion]:
+        """The samples of one request, on the engine loop: the first alone until its prompt is
+        prefilled (its first output), then the siblings, which find the whole prompt in the prefix
+        cache. Sent together, siblings scheduled in the same step would each compute the uncached
+        part of the prompt (vLLM caches a block once it is computed, not when it is scheduled)."""
+        prefilled = asyncio.Event()
+        first = asyncio.ensure_future(self._sample(req, prompt, seeds[0], max_tokens, prefilled))
+        tasks = [first]
+        try:
+            if len(seeds) > 1:
+                await asyncio.wait({first, asyncio.ensure_future(prefilled.wait())},
+                                   return_when=asyncio.FIRST_COMPLETED)
+                tasks += [asyncio.ensure_future(self._sample(req, prompt, s, max_tokens)) for s in seeds[1:]]
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for t in tasks:
+                t.cancel()
             raise
 
     def cache_stats(self) -> dict[str, float]:

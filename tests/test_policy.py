@@ -92,10 +92,20 @@ def test_bon_match_ratio_uses_best_bon_curve():
 # --- fitting ---------------------------------------------------------------------------------------
 def test_split_folds_is_seeded_and_a_partition():
     keys = [("d", f"p{i:02d}") for i in range(11)]
-    a, b = split_folds(keys, seed=3)
-    assert (a, b) == split_folds(list(reversed(keys)), seed=3)
+    a, b = split_folds(keys, 2, seed=3)
+    assert [a, b] == split_folds(list(reversed(keys)), 2, seed=3)
     assert sorted(a + b) == keys and len(a) == 6 and len(b) == 5
-    assert split_folds(keys, seed=4) != (a, b)
+    assert split_folds(keys, 2, seed=4) != [a, b]
+    five = split_folds(keys, 5, seed=3)
+    assert five == split_folds(list(reversed(keys)), 5, seed=3)  # order of input does not matter
+    assert sorted(p for f in five for p in f) == keys  # a partition: every key once
+    assert [len(f) for f in five] == [3, 2, 2, 2, 2] and all(f == sorted(f) for f in five)
+    assert split_folds(keys, 5, seed=4) != five
+    assert [len(f) for f in split_folds(keys, 11)] == [1] * 11
+    with pytest.raises(ConfigError, match="--folds 12: more folds than the 11 problems"):
+        split_folds(keys, 12)
+    with pytest.raises(ConfigError, match="--folds 1: cross-validation needs at least 2 folds"):
+        split_folds(keys, 1)
 
 
 def test_policy_absolute_bins_majority_on_easy_best_of_n_on_hard():

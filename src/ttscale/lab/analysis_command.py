@@ -23,22 +23,38 @@ def fit_policy_command(
     bins: Annotated[str, typer.Option(help="quantile (5 equal bins) or absolute (>50% / 10-50% / <10%)")] = "quantile",
     n_bins: Annotated[int, typer.Option(help="number of quantile bins")] = 5,
     probe_n: Annotated[int, typer.Option(help="samples whose mean score predicts difficulty")] = 4,
-    seed: Annotated[int, typer.Option(help="seed of the 2-fold split")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the fold split and of the bootstrap")] = 0,
     model: Annotated[str | None, typer.Option(help="model to fit for, when the table holds several")] = None,
+    folds: Annotated[int, typer.Option(help="K of the K-fold cross-validation over problems (2 <= K <= problems)")] = 5,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples over problems for the 95% intervals (0: none)")] = 2000,
 ) -> None:
-    """Fit the compute-optimal policy (best configuration per difficulty bin and budget, 2-fold CV)."""
+    """Fit the compute-optimal policy (best configuration per difficulty bin and budget, K-fold CV,
+    bootstrap intervals over problems)."""
     from ttscale.lab.policy import fit_policy, save_policy
+    from ttscale.lab.policy_cv import check_folds, check_resamples
     from ttscale.lab.table_io import load_table
 
+    check_folds(folds)
+    check_resamples(bootstrap)
     if difficulty not in ("oracle", "predicted"):
         raise ConfigError(f"--difficulty {difficulty!r} is not one of oracle, predicted")
     if bins not in ("quantile", "absolute"):
         raise ConfigError(f"--bins {bins!r} is not one of quantile, absolute")
     rows = load_table(table)
     policy = fit_policy(rows, difficulty=difficulty, bins=bins, n_bins=n_bins, probe_n=probe_n,  # type: ignore[arg-type]
-                        seed=seed, model=model, source=str(table))
+                        seed=seed, model=model, folds=folds, bootstrap=bootstrap, source=str(table))
     save_policy(policy, out)
-    t = Table(title=f"compute-optimal policy ({difficulty} difficulty, {bins} bins; bin 0 = easiest)")
+    _print_policy(policy, difficulty, bins)
+    console.print(f"policy: {out}")
+
+
+def _print_policy(policy: dict, difficulty: str, bins: str) -> None:
+    """fit-policy's printout: the choice per (bin, budget), the CV accuracy with its bootstrap
+    interval, and the generations best-of-N needs to match the policy with the ratio's interval."""
+    from ttscale.lab.policy_cv import ratio_interval_text
+
+    folds = policy["fit"]["folds"]
+    t = Table(title=f"compute-optimal policy ({difficulty} difficulty, {bins} bins; bin 0 = easiest; {folds}-fold CV)")
     t.add_column("bin", overflow="fold")
     for B in policy["budgets"]:
         t.add_column(f"N<={B}", overflow="fold")
@@ -47,11 +63,19 @@ def fit_policy_command(
         t.add_row(f"{i}: {lab}", *[_short_config(by[(i, B)]) for B in policy["budgets"]])
     cv = {c["budget"]: c for c in policy["cv_curve"]}
     t.add_row("CV accuracy", *[f"{cv[B]['accuracy']:.1%}" if B in cv else "-" for B in policy["budgets"]])
+    if any("boot_low" in c for c in cv.values()):
+        t.add_row("95% bootstrap", *[f"[{cv[B]['boot_low']:.1%}, {cv[B]['boot_high']:.1%}]"
+                                     if B in cv and cv[B].get("boot_low") is not None else "-"
+                                     for B in policy["budgets"]])
     console.print(t)
+    boot = policy["fit"].get("bootstrap") or {}
+    if boot.get("resamples"):
+        console.print(f"95% intervals: bootstrap over problems, {boot['resamples']} resamples, seed {boot['seed']}")
     for m in policy["bon_match"]:
         ratio = "not reached" if m["ratio"] is None else f"{m['match_budget']:.1f} generations ({m['ratio']:.2f}x)"
-        console.print(f"best-of-N to match the policy at N={m['budget']}: {ratio}")
-    console.print(f"policy: {out}")
+        interval = ratio_interval_text(m)
+        console.print(f"best-of-N to match the policy at N={m['budget']}: {ratio}"
+                      + ("" if interval == "-" else f"; ratio 95% interval {interval}"), highlight=False)
 
 
 def _short_config(entry: dict) -> str:

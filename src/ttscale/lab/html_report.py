@@ -20,6 +20,7 @@ from ttscale.core.errors import ConfigError
 from ttscale.lab.flops import budget_multiple_to_match, flops_exchange_rate
 from ttscale.lab.metrics import passk_table, pool_rows, summarize_table
 from ttscale.lab.policy import fit_policy
+from ttscale.lab.policy_cv import ratio_interval_text
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
@@ -109,7 +110,7 @@ def _policy_section(policy: Mapping[str, Any]) -> str:
                                          for B in budgets]]
                        for i, lab in enumerate(b["labels"])], left=len(budgets) + 1))
     out.append('<p class="note">* bin without training problems: the overall best configuration.</p>')
-    out.append("<h3>Accuracy vs budget: compute-optimal (2-fold CV) and fixed strategies</h3>")
+    out.append(f"<h3>Accuracy vs budget: compute-optimal ({_e(fit.get('folds', 2))}-fold CV) and fixed strategies</h3>")
     fixed = policy.get("fixed_curves") or {}
     names = sorted(fixed)
     fx = {n: {c["budget"]: c for c in fixed[n]} for n in names}
@@ -118,22 +119,41 @@ def _policy_section(policy: Mapping[str, Any]) -> str:
     for B in budgets:
         c = cv.get(B)
         rows.append([B, f"{_pct(c['accuracy'])} [{_pct(c['acc_low'])}, {_pct(c['acc_high'])}]" if c else "–",
+                     f"[{_pct(c['boot_low'])}, {_pct(c['boot_high'])}]" if c and "boot_low" in c else "–",
                      _num(c["mean_generated_tokens"]) if c else "–",
                      *[_pct(fx[n][B]["accuracy"]) if B in fx[n] else "–" for n in names]])
-    out.append(_table(["budget N", "compute-optimal (CV)", "its gen tok", *names], rows, left=0))
+    out.append(_table(["budget N", "compute-optimal (CV) [95% Beta]", "CV 95% bootstrap", "its gen tok", *names],
+                      rows, left=0))
     out.append('<p class="note">Fixed strategies: the best configuration of each strategy at exactly N '
                "generations, chosen in hindsight on all problems (an optimistic baseline).</p>")
-    out.append("<h3>Generations best-of-N needs to match the policy</h3>")
-    out.append(_table(
-        ["policy budget B", "policy CV accuracy", "best-of-N variant", "generations to match", "ratio to B"],
+    out.append(_bon_match_section(policy))
+    return "".join(out)
+
+
+def _ratio_interval(m: Mapping[str, Any]) -> str:
+    text = ratio_interval_text(m, times="×", at_least="≥")
+    return "–" if text == "-" else text
+
+
+def _bon_match_section(policy: Mapping[str, Any]) -> str:
+    """The "generations best-of-N needs" table, with the ratio's bootstrap interval per budget."""
+    boot = policy.get("fit", {}).get("bootstrap") or {}
+    table = _table(
+        ["policy budget B", "policy CV accuracy", "best-of-N variant", "generations to match", "ratio to B",
+         "ratio 95% bootstrap interval"],
         [[m["budget"], _pct(m["policy_accuracy"]), m["strategy"] or "–",
           "not reached" if m["match_budget"] is None else f"{m['match_budget']:.1f}",
-          "not reached" if m["ratio"] is None else f"{m['ratio']:.2f}×"]
-         for m in policy.get("bon_match") or []], left=0))
-    out.append('<p class="note">Smallest budget at which the better of the fixed best_of_n / weighted_best_of_n '
-               "curves reaches the policy's CV accuracy, interpolated linearly in log budget between measured "
-               "budgets (Snell et al. report ≈ 4×: 16 vs 64).</p>")
-    return "".join(out)
+          "not reached" if m["ratio"] is None else f"{m['ratio']:.2f}×",
+          _ratio_interval(m)]
+         for m in policy.get("bon_match") or []], left=0)
+    note = ('<p class="note">Smallest budget at which the better of the fixed best_of_n / weighted_best_of_n '
+            "curves reaches the policy's CV accuracy, interpolated linearly in log budget between measured "
+            "budgets (Snell et al. report ≈ 4×: 16 vs 64).")
+    if boot.get("resamples"):
+        note += (f" Intervals: bootstrap over problems ({boot['resamples']} resamples, seed {_e(boot.get('seed'))}; "
+                 f"{_e(boot.get('method', ''))}); open-ended (≥) when best-of-N never reaches the policy on "
+                 "more than 2.5% of the resamples.")
+    return "<h3>Generations best-of-N needs to match the policy</h3>" + table + note + "</p>"
 
 
 def _flops_section(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -106,7 +106,7 @@ def render(rows: Sequence[Mapping[str, Any]], policy: Mapping[str, Any] | None =
                 hlabels.append(lab)
     fit = policy.get("fit", {})
     sub = (f"difficulty: {fit.get('difficulty', '?')} ({policy['binning']['method']} bins, bin 0 = easiest); "
-           f"bands: 95% Beta interval; frontier: 2-fold CV of the policy"
+           f"bands: 95% Beta interval; frontier: {fit.get('folds', 2)}-fold CV of the policy"
            + (" fitted here" if fitted_here else ""))
     fig.suptitle(title or f"accuracy vs test-time compute — {fit.get('model', '')}", fontsize=12)
     fig.text(0.5, 0.935 if nrows > 1 else 0.9, sub, ha="center", fontsize=8, color="dimgray")

@@ -10,11 +10,16 @@ Fitting (:func:`fit_policy`) on a tidy sweep table of one model:
   fewer mean generated tokens, then to the smaller label. A bin without training problems falls
   back to the best configuration over all training problems at B (the ``overall`` choice, also
   used by ``compute_optimal`` when it cannot predict a difficulty).
-- 2-fold cross-validation over problems: problems (sorted) are shuffled with ``random.Random(seed)``
-  and halved; on each fold the bins (edges included) and the choices are fitted, and the other
-  fold is binned with those edges and scored with those choices. The CV accuracy at B is the mean
-  of the two folds' accuracies. Each problem so gets one held-out choice per budget, from which the
-  per-bin CV curves are drawn.
+- K-fold cross-validation over problems (``folds``, default 5): problems (sorted) are shuffled
+  with ``random.Random(seed)`` and cut into K near-equal folds
+  (:func:`ttscale.lab.policy_cv.split_folds`); for each fold the bins (edges included) and the
+  choices are fitted on the other K-1 folds, and the held-out fold is binned with those edges and
+  scored with those choices. The CV accuracy at B is the mean of the K folds' accuracies. Each
+  problem so gets one held-out choice per budget, from which the per-bin CV curves are drawn.
+  Works the same on oracle and on predicted difficulty (no labels needed at test time).
+- Bootstrap intervals over problems (``bootstrap`` resamples, 0 = none) of the CV accuracy and of
+  the best-of-N ratio: :func:`ttscale.lab.policy_cv.bootstrap_policy` (held-out choices kept
+  fixed, no refit per resample).
 - The final policy is fitted the same way on all problems. When fitted on oracle difficulty it
   also stores edges on *predicted* difficulty (the same binning method on the mean verifier score
   of the first ``probe_n`` candidates), which is what ``compute_optimal`` bins new problems with;
@@ -22,13 +27,13 @@ Fitting (:func:`fit_policy`) on a tidy sweep table of one model:
 - Fixed-strategy curves: per table strategy and budget, its best configuration at exactly that
   ``budget_n`` over all problems (an optimistic baseline: hyper-parameters picked in hindsight).
 
-:func:`bon_match` answers "how many generations does best-of-N need to match the policy".
+:func:`bon_match` (in :mod:`ttscale.lab.policy_cv`) answers "how many generations does best-of-N
+need to match the policy".
 """
 
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +51,19 @@ from ttscale.lab.difficulty import (
     matched_bins,
     predicted_difficulty,
 )
-from ttscale.lab.flops import budget_to_reach
 from ttscale.lab.metrics import Key, beta_interval, problem_key
+from ttscale.lab.policy_cv import (
+    BON_STRATEGIES,
+    DEFAULT_FOLDS,
+    DEFAULT_RESAMPLES,
+    bon_match,
+    bootstrap_policy,
+    check_folds,
+    check_resamples,
+    split_folds,
+)
 
 POLICY_VERSION = 1
-BON_STRATEGIES = ("best_of_n", "weighted_best_of_n")
 STRATEGY_ALIASES = {"majority": "self_consistency"}
 """Table strategy names (selection rules of subsampled rows) that run as another registered strategy."""
 
@@ -135,14 +148,6 @@ def _fit_choices(stats: Mapping[str, ConfigStats], bins: Mapping[Key, int], n_bi
     per_bin = {(b, B): choose(stats, members[b], B) for b in range(n_bins) for B in budgets}
     overall = {B: choose(stats, problems, B) for B in budgets}
     return per_bin, overall
-
-
-def split_folds(problems: Iterable[Key], seed: int = 0) -> tuple[list[Key], list[Key]]:
-    """Two folds: the sorted problems shuffled with ``random.Random(seed)``, first half / rest."""
-    ps = sorted(problems)
-    random.Random(seed).shuffle(ps)
-    half = (len(ps) + 1) // 2
-    return sorted(ps[:half]), sorted(ps[half:])
 
 
 def dispatch_for(s: ConfigStats) -> dict[str, Any]:
@@ -265,19 +270,23 @@ def _difficulties(rows: Sequence[Mapping[str, Any]], difficulty: DifficultyKind,
     return values, pred_values
 
 
+@dataclass(frozen=True)
+class CrossValidation:
+    """K-fold results: each problem's held-out configuration per budget, the fold that held it out,
+    and per budget the accuracy of each fold (folds with a scored problem)."""
+
+    choice: dict[Key, dict[int, str]]
+    fold_of: dict[Key, int]
+    fold_acc: dict[int, list[float]]
+
+
 def _cross_validate(stats: Mapping[str, ConfigStats], values: Mapping[Key, float], budgets: Sequence[int],
-                    bins: BinMethod, n_bins: int, seed: int,
-                    where: str) -> tuple[dict[Key, dict[int, str]], dict[int, list[float]]]:
-    """2-fold CV (module docstring): each problem's held-out choice per budget, and per budget the
-    accuracy of each fold."""
-    problems = sorted(values)
-    folds = split_folds(problems, seed)
-    cv_choice: dict[Key, dict[int, str]] = {}
-    fold_acc: dict[int, list[float]] = {B: [] for B in budgets}
-    for train, test in ((folds[0], folds[1]), (folds[1], folds[0])):
-        if not train or not test:
-            raise ConfigError(f"{where}: 2-fold cross-validation needs at least 2 problems "
-                              f"with a difficulty value, got {len(problems)}")
+                    bins: BinMethod, n_bins: int, folds: int, seed: int) -> CrossValidation:
+    """K-fold CV (module docstring)."""
+    parts = split_folds(values, folds, seed)
+    cv = CrossValidation({}, {p: f for f, part in enumerate(parts) for p in part}, {B: [] for B in budgets})
+    for f, test in enumerate(parts):
+        train = [p for g, part in enumerate(parts) if g != f for p in part]
         binning, train_bins = make_bins({p: values[p] for p in train}, bins, n_bins)
         per_bin, overall = _fit_choices(stats, train_bins, binning.n_bins, budgets)
         for B in budgets:
@@ -286,12 +295,12 @@ def _cross_validate(stats: Mapping[str, ConfigStats], values: Mapping[Key, float
                 s = per_bin.get((binning.bin_of(values[p]), B)) or overall[B]
                 if s is None:
                     continue
-                cv_choice.setdefault(p, {})[B] = s.config
+                cv.choice.setdefault(p, {})[B] = s.config
                 if p in s.acc:
                     accs.append(s.acc[p])
             if accs:
-                fold_acc[B].append(fmean(accs))
-    return cv_choice, fold_acc
+                cv.fold_acc[B].append(fmean(accs))
+    return cv
 
 
 def _predicted_binning(binning: Binning, all_bins: Mapping[Key, int], pred_values: Mapping[Key, float],
@@ -321,81 +330,92 @@ def _policy_table(binning: Binning, members: Mapping[int, Sequence[Key]], budget
     return table
 
 
+def _fit_info(rows: Sequence[Mapping[str, Any]], source: str, difficulty: DifficultyKind, bins: BinMethod,
+              n_bins: int, folds: int, seed: int, probe_n: int, bootstrap: int, n_problems: int,
+              n_configs: int, budgets: Sequence[int]) -> dict[str, Any]:
+    """The policy's ``fit`` block: what it was fitted on and by which rules."""
+    return {
+        "source": source, "model": rows[0]["model"], "datasets": sorted({str(r["dataset"]) for r in rows}),
+        "difficulty": difficulty, "bins": bins, "n_bins": n_bins, "folds": folds, "seed": seed,
+        "probe_n": probe_n, "problems": n_problems, "configs": n_configs, "budgets": list(budgets),
+        "selection": ("per (bin, budget): max accuracy among configs with budget_n <= budget; ties -> "
+                      "smaller budget_n, fewer generated tokens, smaller label; empty bin -> overall best"),
+        "cv": (f"{folds}-fold over problems, seeded shuffle; bins and choices fitted on the other {folds - 1} "
+               f"fold{'s' if folds > 2 else ''}, the "
+               f"held-out fold binned by the fitted edges and scored; CV accuracy = mean of the {folds} folds"),
+        "bootstrap": {"resamples": bootstrap, "seed": seed, "level": 0.95,
+                      "method": ("problems resampled with replacement; held-out choices kept fixed (no refit), "
+                                 "best-of-N curves re-picked per resample; percentiles 2.5/97.5 (inverted CDF); "
+                                 "a resample where best-of-N never reaches the policy counts as an infinite ratio")},
+        "note": ("predicted-difficulty probes (probe_n samples + verifier calls) are not in these "
+                 "curves; the compute_optimal strategy spends them on top of the dispatched budget"),
+    }
+
+
+def _attach_intervals(cv_all: list[dict[str, Any]], matches: list[dict[str, Any]],
+                      boot: Sequence[Mapping[str, Any]]) -> None:
+    """Bootstrap ends onto the CV curve points (``boot_low``/``boot_high``) and the bon_match
+    entries (``ratio_low``/``ratio_high``/``ratio_undefined``/``resamples``)."""
+    by = {b["budget"]: b for b in boot}
+    for pt in cv_all:
+        if pt["budget"] in by:
+            pt["boot_low"], pt["boot_high"] = by[pt["budget"]]["accuracy_low"], by[pt["budget"]]["accuracy_high"]
+    for m in matches:
+        b = by.get(m["budget"])
+        if b is not None:
+            m.update({k: b[k] for k in ("ratio_low", "ratio_high", "ratio_undefined", "resamples")})
+
+
 def fit_policy(rows: Sequence[Mapping[str, Any]], *, difficulty: DifficultyKind = "oracle",
                bins: BinMethod = "quantile", n_bins: int = 5, seed: int = 0, probe_n: int = 4,
-               model: str | None = None, require_predicted: bool = True,
-               source: str = "") -> dict[str, Any]:
+               model: str | None = None, require_predicted: bool = True, folds: int = DEFAULT_FOLDS,
+               bootstrap: int = DEFAULT_RESAMPLES, source: str = "") -> dict[str, Any]:
     """Fit the compute-optimal policy (see the module docstring); returns the policy as a JSON-able
-    dict. ``require_predicted``: refuse (ConfigError) when the table has no verifier scores to put
-    predicted-difficulty edges in the policy (``compute_optimal`` needs them)."""
+    dict. ``folds``: K of the cross-validation (2 <= K <= problems); ``bootstrap``: resamples of
+    the intervals over problems (0: none). ``require_predicted``: refuse (ConfigError) when the
+    table has no verifier scores to put predicted-difficulty edges in the policy
+    (``compute_optimal`` needs them)."""
+    check_folds(folds)
+    check_resamples(bootstrap)
     where = source or "table"
     rows = _rows_of_one_model(rows, model, where)
     stats = config_stats(rows)
     values, pred_values = _difficulties(rows, difficulty, probe_n, require_predicted, where)
     budgets = sorted({s.budget_n for s in stats.values()})
     problems = sorted(values)
-    cv_choice, fold_acc = _cross_validate(stats, values, budgets, bins, n_bins, seed, where)
+    cv = _cross_validate(stats, values, budgets, bins, n_bins, folds, seed)
 
     # --- final fit on all problems -----------------------------------------------------------------
     binning, all_bins = make_bins(values, bins, n_bins)
     per_bin, overall = _fit_choices(stats, all_bins, binning.n_bins, budgets)
     pred_binning = _predicted_binning(binning, all_bins, pred_values, difficulty)
     members = {b: [p for p in problems if all_bins[p] == b] for b in range(binning.n_bins)}
-    cv_all = _held_out_curve(stats, cv_choice, problems, budgets)
+    cv_all = _held_out_curve(stats, cv.choice, problems, budgets)
     for pt in cv_all:
-        pt["fold_accuracies"] = fold_acc[pt["budget"]]
-        pt["accuracy"] = fmean(fold_acc[pt["budget"]]) if fold_acc[pt["budget"]] else pt["accuracy"]
+        pt["fold_accuracies"] = cv.fold_acc[pt["budget"]]
+        pt["accuracy"] = fmean(cv.fold_acc[pt["budget"]]) if cv.fold_acc[pt["budget"]] else pt["accuracy"]
     fixed = fixed_curves(stats, problems)
-    policy = {
+    matches = bon_match(cv_all, fixed)
+    boot = bootstrap_policy(stats, cv.choice, cv.fold_of, problems, budgets, resamples=bootstrap, seed=seed,
+                            strategies=BON_STRATEGIES)
+    _attach_intervals(cv_all, matches, boot)
+    return {
         "kind": POLICY_KIND,
         "version": POLICY_VERSION,
-        "fit": {
-            "source": source, "model": rows[0]["model"], "datasets": sorted({str(r["dataset"]) for r in rows}),
-            "difficulty": difficulty, "bins": bins, "n_bins": binning.n_bins, "folds": 2, "seed": seed,
-            "probe_n": probe_n, "problems": len(problems), "configs": len(stats), "budgets": budgets,
-            "selection": ("per (bin, budget): max accuracy among configs with budget_n <= budget; ties -> "
-                          "smaller budget_n, fewer generated tokens, smaller label; empty bin -> overall best"),
-            "cv": ("2-fold over problems, seeded shuffle; bins and choices fitted on one fold, the other "
-                   "fold binned by the fitted edges and scored; CV accuracy = mean of the two folds"),
-            "note": ("predicted-difficulty probes (probe_n samples + verifier calls) are not in these "
-                     "curves; the compute_optimal strategy spends them on top of the dispatched budget"),
-        },
+        "fit": _fit_info(rows, source, difficulty, bins, binning.n_bins, folds, seed, probe_n, bootstrap,
+                         len(problems), len(stats), budgets),
         "binning": binning.to_dict(),
         "predicted_binning": pred_binning.to_dict() if pred_binning else None,
         "budgets": budgets,
         "table": _policy_table(binning, members, budgets, per_bin, overall),
         "overall": [{"budget": B, **_choice_entry(overall[B], problems)} for B in budgets],
         "cv_curve": cv_all,
-        "cv_by_bin": {str(b): _held_out_curve(stats, cv_choice, members[b], budgets) for b in range(binning.n_bins)},
+        "cv_by_bin": {str(b): _held_out_curve(stats, cv.choice, members[b], budgets) for b in range(binning.n_bins)},
         "fixed_curves": fixed,
+        "bon_match": matches,
+        "bootstrap": boot,
         "problem_bins": [[p[0], p[1], all_bins[p]] for p in problems],
     }
-    policy["bon_match"] = bon_match(cv_all, fixed)
-    return policy
-
-
-def bon_match(policy_curve: Sequence[Mapping[str, Any]], fixed: Mapping[str, Sequence[Mapping[str, Any]]],
-              strategies: Sequence[str] = BON_STRATEGIES) -> list[dict[str, Any]]:
-    """For each policy budget B: the fewest generations at which the best fixed best-of-N curve
-    (``strategies``, each a list of {budget, accuracy}) reaches the policy's CV accuracy at B,
-    interpolated log-linearly between budgets (:func:`ttscale.lab.flops.budget_to_reach`), and
-    its ratio to B. ``match_budget``/``ratio`` are None ("not reached") when no curve gets there."""
-    out = []
-    for pt in policy_curve:
-        B, target = int(pt["budget"]), float(pt["accuracy"])
-        best: tuple[float, str] | None = None
-        for name in strategies:
-            curve = fixed.get(name)
-            if not curve:
-                continue
-            m = budget_to_reach([(c["budget"], c["accuracy"]) for c in curve], target)
-            if m is not None and (best is None or m < best[0]):
-                best = (m, name)
-        out.append({"budget": B, "policy_accuracy": target,
-                    "strategy": best[1] if best else None,
-                    "match_budget": best[0] if best else None,
-                    "ratio": best[0] / B if best else None})
-    return out
 
 
 # --- files ---------------------------------------------------------------------------------------

@@ -318,6 +318,7 @@ async def test_pmi_needs_text_scoring():
     assert token_grammar([5, 17]) == "root ::= <[5]> <[17]>"
 
 
+@pytest.mark.model
 @pytest.mark.timeout(300)
 def test_pmi_on_embedded_llamacpp(embedded_small):
     """Grammar-forced scoring on llama.cpp: forced ids come back with finite logprobs."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def test_default_strategy_fills_in_only_what_the_user_left_out() -> None:
 
 
 def test_bare_run_uses_the_medium_problems_and_limit_the_first_n() -> None:
-    out = Console(file=open("/dev/null", "w"))  # noqa: SIM115
+    out = Console(file=io.StringIO())
     bare = rc.run_dataset("default", question_field=None, answer_field=None, split=None, limit=None, seed=0,
                           no_grade=False, out=out)
     assert [p.id for p in bare.problems] == list(rc.DEFAULT_PROBLEMS)

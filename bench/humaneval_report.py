@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import sys
@@ -102,7 +103,8 @@ def markdown(cfgs: list[dict[str, Any]], pass1: dict[str, float], passk: dict[st
     return "\n".join(lines)
 
 
-def figure(cfgs: list[dict[str, Any]], pass1: dict[str, float], passk: dict[str, float], path: Path) -> None:
+def figure(cfgs: list[dict[str, Any]], pass1: dict[str, float], passk: dict[str, float], path: Path,
+           model: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,7 +126,7 @@ def figure(cfgs: list[dict[str, Any]], pass1: dict[str, float], passk: dict[str,
     ax.set_xscale("log")
     ax.set_xlabel("generated tokens per problem (log)")
     ax.set_ylabel("HumanEval accuracy, % (gold tests)")
-    ax.set_title("HumanEval (164), qwen2.5-coder-0.5b, embedded engine")
+    ax.set_title(f"HumanEval ({len(pass1)} problems), {model}, gold tests")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -138,11 +140,11 @@ def main() -> None:
     args = ap.parse_args()
     rows = load(Path(args.table))
     cfgs, pass1, passk = summarize(rows)
-    print(f"machine: {platform.machine()}, {platform.system()}; engine/model: "
+    print(f"machine: {platform.machine()} {platform.system()}, {os.cpu_count()} CPUs; engine/model: "
           f"{rows[0]['engine']}:{rows[0]['model']}; table: {args.table} ({len(rows)} rows)")
     print(markdown(cfgs, pass1, passk))
     if args.figure:
-        figure(cfgs, pass1, passk, Path(args.figure))
+        figure(cfgs, pass1, passk, Path(args.figure), f"{rows[0]['engine']}:{rows[0]['model']}")
         print(f"figure: {args.figure}")
     at8 = [c for c in cfgs if c["n"] == 8 and c["method"] != "greedy"]
     best = max(at8, key=lambda c: c["accuracy"]) if at8 else max(cfgs, key=lambda c: c["accuracy"])

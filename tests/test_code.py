@@ -283,3 +283,31 @@ def test_humaneval_canonical_solutions_pass_in_the_sandbox(executor):
     assert gold == [True] * 6
     assert all(r.passed for rs in public for r in rs) and sum(len(rs) for rs in public) == 9
     assert asyncio.run(grader.grade(problems[0], "    return False")) is False
+
+
+class _LogprobEngine(ScriptedEngine):
+    """Scripted, with a top-2 logprob on every generated word (what TURN measures)."""
+
+    async def generate(self, req):
+        import math
+
+        from ttscale.core.types import Completion, TokenLogprob
+
+        outs = await super().generate(req)
+        pos = TokenLogprob("w", math.log(0.8), top=(("w", math.log(0.8)), ("v", math.log(0.2))))
+        return [Completion(text=c.text, finish_reason=c.finish_reason, completion_tokens=c.completion_tokens,
+                           prompt_tokens=c.prompt_tokens, logprobs=(pos,) * c.completion_tokens) for c in outs]
+
+
+@pytest.mark.parametrize("strategy", ["code_filter", "codet", "code_vote", "self_debug"])
+def test_code_strategies_sample_at_the_turn_temperature(code_file, executor, strategy):
+    ds = load_dataset(str(code_file))
+    rt = code_runtime(ds)
+    eng = _LogprobEngine(lambda req, k: GOOD["t/0"])
+    runner = Runner(engine=eng, strategy=strategy, params={"n": 2, "temperature": "turn"}, answers=rt.answers,
+                    grader=CodeGrader(executor), executor=executor, system_prompt=rt.system_prompt, progress=False)
+    res = _solve(runner, ds.problems[0])
+    turn = next(e for e in res.extra["trace"] if e["event"] == "turn")
+    programs = [c for c in eng.calls if c.logprobs is None and c.messages[-1]["content"] == ds.problems[0].question]
+    assert programs and all(c.temperature == turn["temperature"] for c in programs)
+    assert res.correct is True

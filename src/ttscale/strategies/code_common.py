@@ -13,6 +13,7 @@ from ttscale.core.context import Context
 from ttscale.core.errors import BudgetExhausted, ConfigError
 from ttscale.core.execution import CodeExecutor, TestResult, is_code_problem, program_for
 from ttscale.core.types import Candidate, GenerationRequest
+from ttscale.strategies.turn import resolve_temperature
 
 TEST_PROMPT = (
     "Here is a Python function to be written:\n```python\n{prompt}\n```\n"
@@ -33,11 +34,12 @@ def executor(ctx: Context) -> CodeExecutor:
 
 
 async def sample_programs(ctx: Context, p: Any) -> list[Candidate] | None:
-    """``p.n`` sampled programs (``p.temperature``, ``p.top_p``, ``p.max_tokens``) after checking the run
-    can execute them; None when the budget is already spent."""
+    """``p.n`` sampled programs (``p.temperature``, a number or ``"turn"``; ``p.top_p``, ``p.max_tokens``)
+    after checking the run can execute them; None when the budget is already spent."""
     executor(ctx)
+    t = await resolve_temperature(ctx, p.temperature)
     try:
-        return await ctx.sample(p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens)
+        return await ctx.sample(p.n, temperature=t, top_p=p.top_p, max_tokens=p.max_tokens)
     except BudgetExhausted:
         return None
 

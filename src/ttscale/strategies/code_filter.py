@@ -18,12 +18,13 @@ from ttscale.core.registry import param
 from ttscale.core.types import Problem
 from ttscale.strategies.base import Outcome, strategy
 from ttscale.strategies.code_common import passed, run_each, sample_programs
+from ttscale.strategies.turn import Temperature
 
 
 @dataclass(frozen=True)
 class CodeFilterParams:
     n: int = param(8, "number of sampled programs")
-    temperature: float = param(0.8, "sampling temperature")
+    temperature: Temperature = param(0.8, "sampling temperature, or turn (TURN: the entropy turning point)")
     top_p: float = param(0.95, "nucleus sampling")
     max_tokens: int = param(768, "max generated tokens per program")
     time_limit: float = param(3.0, "seconds per public test")

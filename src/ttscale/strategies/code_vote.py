@@ -30,12 +30,13 @@ from ttscale.strategies.code_common import (
     run_each,
     sample_programs,
 )
+from ttscale.strategies.turn import Temperature, resolve_temperature
 
 
 @dataclass(frozen=True)
 class CodeVoteParams:
     n: int = param(8, "number of sampled programs")
-    temperature: float = param(0.8, "sampling temperature")
+    temperature: Temperature = param(0.8, "sampling temperature, or turn (TURN: the entropy turning point)")
     top_p: float = param(0.95, "nucleus sampling")
     max_tokens: int = param(768, "max generated tokens per program")
     input_samples: int = param(1, "model replies asked for extra test inputs (0: public test inputs only)")
@@ -50,7 +51,8 @@ async def code_vote(problem: Problem, ctx: Context, p: CodeVoteParams) -> Outcom
     if cands is None:
         return Outcome(None, None, [])
     ep = entry_point(ctx)
-    written = await generate_tests(ctx, samples=p.input_samples, per_sample=5, temperature=p.temperature,
+    t = await resolve_temperature(ctx, p.temperature)
+    written = await generate_tests(ctx, samples=p.input_samples, per_sample=5, temperature=t,
                                    max_tokens=p.test_max_tokens, limit=p.max_inputs)
     calls = [c for c in (call_of(t, ep) for t in [*public_tests(problem), *written]) if c is not None]
     inputs = list(dict.fromkeys(calls))[: p.max_inputs]

@@ -21,12 +21,13 @@ from ttscale.core.registry import check_template, param
 from ttscale.core.types import Problem
 from ttscale.strategies.base import Outcome, strategy
 from ttscale.strategies.code_common import TEST_PROMPT, generate_tests, run_each, sample_programs
+from ttscale.strategies.turn import Temperature, resolve_temperature
 
 
 @dataclass(frozen=True)
 class CodeTParams:
     n: int = param(8, "number of sampled programs")
-    temperature: float = param(0.8, "sampling temperature of programs and tests")
+    temperature: Temperature = param(0.8, "sampling temperature of programs and tests, or turn (TURN)")
     top_p: float = param(0.95, "nucleus sampling (programs)")
     max_tokens: int = param(768, "max generated tokens per program")
     test_samples: int = param(2, "replies to the test prompt")
@@ -46,8 +47,9 @@ async def codet(problem: Problem, ctx: Context, p: CodeTParams) -> Outcome:
     cands = await sample_programs(ctx, p)
     if cands is None:
         return Outcome(None, None, [])
+    t = await resolve_temperature(ctx, p.temperature)
     tests = await generate_tests(ctx, samples=p.test_samples, per_sample=p.tests_per_sample,
-                                 temperature=p.temperature, max_tokens=p.test_max_tokens, limit=p.max_tests,
+                                 temperature=t, max_tokens=p.test_max_tokens, limit=p.max_tests,
                                  template=p.test_prompt)
     if p.public:
         tests = list(dict.fromkeys([*public_tests(problem), *tests]))

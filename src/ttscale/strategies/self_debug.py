@@ -26,6 +26,7 @@ from ttscale.core.registry import check_template, param
 from ttscale.core.types import Candidate, GenerationRequest, Problem
 from ttscale.strategies.base import Outcome, strategy
 from ttscale.strategies.code_common import passed, run_each, sample_programs
+from ttscale.strategies.turn import Temperature, resolve_temperature
 
 FEEDBACK_PROMPT = (
     "The code above fails this test:\n```python\n{test}\n```\n{error}\n"
@@ -40,7 +41,7 @@ NO_CODE = "Your reply has no Python code block. Reply with the whole function in
 class SelfDebugParams:
     n: int = param(4, "parallel chains")
     turns: int = param(2, "at most this many revisions per chain")
-    temperature: float = param(0.8, "sampling temperature")
+    temperature: Temperature = param(0.8, "sampling temperature, or turn (TURN: the entropy turning point)")
     top_p: float = param(0.95, "nucleus sampling")
     max_tokens: int = param(768, "max generated tokens per attempt")
     time_limit: float = param(3.0, "seconds per public test")
@@ -74,7 +75,8 @@ async def _chain(ctx: Context, p: SelfDebugParams, chain: int, first: Candidate,
         if turn is None or revision == p.turns:
             return
         history += [{"role": "assistant", "content": cand.text}, {"role": "user", "content": turn}]
-        req = GenerationRequest(messages=tuple(history), temperature=p.temperature, top_p=p.top_p,
+        t = await resolve_temperature(ctx, p.temperature)
+        req = GenerationRequest(messages=tuple(history), temperature=t, top_p=p.top_p,
                                 max_tokens=p.max_tokens, seed=(seed + chain * p.turns + revision) % 2**31)
         try:
             (c,) = await ctx.generate(req)

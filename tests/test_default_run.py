@@ -38,8 +38,10 @@ def test_bare_run_uses_the_medium_problems_and_limit_the_first_n() -> None:
 
 
 def test_gain_over_one_sample_is_paired_per_problem(tmp_path: Path) -> None:
+    strategy = "best_of_n"
+
     def rec(pid: str, correct: bool, cands: list[bool]) -> str:
-        return json.dumps({"problem_id": pid, "correct": correct, "cost": {},
+        return json.dumps({"problem_id": pid, "strategy": strategy, "correct": correct, "cost": {},
                            "candidates": [{"correct": c} for c in cands]}) + "\n"
 
     f = tmp_path / "r.jsonl"
@@ -51,4 +53,7 @@ def test_gain_over_one_sample_is_paired_per_problem(tmp_path: Path) -> None:
     assert abs(g["gain"] - (0.75 + 0.5 + 0) / 3) < 1e-12
     assert g["gain_low"] <= g["gain"] <= g["gain_high"] and g["gain_low"] >= 0.0 and g["gain_high"] <= 0.75
     f.write_text(rec("a", True, []))
+    assert gain_over_one_sample(f) is None
+    strategy = "beam_search"  # final beams are not independent samples: no "single sample" figure
+    f.write_text(rec("a", True, [True, False]))
     assert gain_over_one_sample(f) is None

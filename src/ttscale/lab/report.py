@@ -70,15 +70,25 @@ def summarize(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     return rows
 
 
+SAMPLED_CANDIDATES = frozenset({
+    "self_consistency", "best_of_n", "weighted_best_of_n", "adaptive_consistency", "adaptive_margin",
+    "best_of_infinity", "code_filter", "code_vote", "codet",
+})
+"""Strategies whose candidates are independent samples of the prompt, so that their mean accuracy is
+single-sample accuracy (a beam's or a revision's candidates are not)."""
+
+
 def gain_over_one_sample(path: str | Path, *, resamples: int = 2000) -> dict[str, Any] | None:
     """The strategy's accuracy against single-sample accuracy (each problem's candidates graded one by
     one) on the problems of ``path`` where both are known, with a paired 95% bootstrap interval over
-    problems for the gain; None when no problem has graded candidates."""
+    problems for the gain; None when no problem has graded candidates, or when the strategy's
+    candidates are not independent samples (:data:`SAMPLED_CANDIDATES`)."""
     import random
 
     pairs = [(float(bool(r["correct"])), fmean(bool(c["correct"]) for c in r["candidates"]))
              for _, r in load_records([path])
-             if r.get("correct") is not None and r.get("candidates")
+             if r.get("strategy") in SAMPLED_CANDIDATES
+             and r.get("correct") is not None and r.get("candidates")
              and all(c.get("correct") is not None for c in r["candidates"])]
     if not pairs:
         return None

@@ -33,13 +33,14 @@ def executor(ctx: Context) -> CodeExecutor:
     return ctx.executor
 
 
-async def sample_programs(ctx: Context, p: Any) -> list[Candidate] | None:
+async def sample_programs(ctx: Context, p: Any) -> tuple[list[Candidate], float] | None:
     """``p.n`` sampled programs (``p.temperature``, a number or ``"turn"``; ``p.top_p``, ``p.max_tokens``)
-    after checking the run can execute them; None when the budget is already spent."""
+    after checking the run can execute them, with the temperature they were drawn at (TURN resolved
+    once, for the strategy's later requests); None when the budget is already spent."""
     executor(ctx)
     t = await resolve_temperature(ctx, p.temperature)
     try:
-        return await ctx.sample(p.n, temperature=t, top_p=p.top_p, max_tokens=p.max_tokens)
+        return await ctx.sample(p.n, temperature=t, top_p=p.top_p, max_tokens=p.max_tokens), t
     except BudgetExhausted:
         return None
 

@@ -32,9 +32,10 @@ class CodeFilterParams:
 
 @strategy("code_filter", CodeFilterParams, "code: best of N programs by the public (docstring) tests")
 async def code_filter(problem: Problem, ctx: Context, p: CodeFilterParams) -> Outcome:
-    cands = await sample_programs(ctx, p)
-    if cands is None:
+    drawn = await sample_programs(ctx, p)
+    if drawn is None:
         return Outcome(None, None, [])
+    cands = drawn[0]
     tests = public_tests(problem)
     results = await run_each(ctx, cands, tests, p.time_limit)
     total = len(tests)

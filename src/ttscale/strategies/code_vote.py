@@ -30,7 +30,7 @@ from ttscale.strategies.code_common import (
     run_each,
     sample_programs,
 )
-from ttscale.strategies.turn import Temperature, resolve_temperature
+from ttscale.strategies.turn import Temperature
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,11 @@ class CodeVoteParams:
 
 @strategy("code_vote", CodeVoteParams, "code: majority over programs grouped by their outputs on inputs")
 async def code_vote(problem: Problem, ctx: Context, p: CodeVoteParams) -> Outcome:
-    cands = await sample_programs(ctx, p)
-    if cands is None:
+    drawn = await sample_programs(ctx, p)
+    if drawn is None:
         return Outcome(None, None, [])
+    cands, t = drawn
     ep = entry_point(ctx)
-    t = await resolve_temperature(ctx, p.temperature)
     written = await generate_tests(ctx, samples=p.input_samples, per_sample=5, temperature=t,
                                    max_tokens=p.test_max_tokens, limit=p.max_inputs)
     calls = [c for c in (call_of(t, ep) for t in [*public_tests(problem), *written]) if c is not None]

@@ -21,7 +21,7 @@ from ttscale.core.registry import check_template, param
 from ttscale.core.types import Problem
 from ttscale.strategies.base import Outcome, strategy
 from ttscale.strategies.code_common import TEST_PROMPT, generate_tests, run_each, sample_programs
-from ttscale.strategies.turn import Temperature, resolve_temperature
+from ttscale.strategies.turn import Temperature
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,10 @@ class CodeTParams:
 
 @strategy("codet", CodeTParams, "code: programs x generated tests, dual execution agreement (CodeT)")
 async def codet(problem: Problem, ctx: Context, p: CodeTParams) -> Outcome:
-    cands = await sample_programs(ctx, p)
-    if cands is None:
+    drawn = await sample_programs(ctx, p)
+    if drawn is None:
         return Outcome(None, None, [])
-    t = await resolve_temperature(ctx, p.temperature)
+    cands, t = drawn
     tests = await generate_tests(ctx, samples=p.test_samples, per_sample=p.tests_per_sample,
                                  temperature=t, max_tokens=p.test_max_tokens, limit=p.max_tests,
                                  template=p.test_prompt)

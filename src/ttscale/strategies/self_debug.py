@@ -26,7 +26,7 @@ from ttscale.core.registry import check_template, param
 from ttscale.core.types import Candidate, GenerationRequest, Problem
 from ttscale.strategies.base import Outcome, strategy
 from ttscale.strategies.code_common import passed, run_each, sample_programs
-from ttscale.strategies.turn import Temperature, resolve_temperature
+from ttscale.strategies.turn import Temperature
 
 FEEDBACK_PROMPT = (
     "The code above fails this test:\n```python\n{test}\n```\n{error}\n"
@@ -65,7 +65,7 @@ def feedback(p: SelfDebugParams, cand: Candidate, results: list[TestResult] | No
 
 
 async def _chain(ctx: Context, p: SelfDebugParams, chain: int, first: Candidate, tests: list[str],
-                 out: list[tuple[Candidate, list[TestResult] | None]], seed: int) -> None:
+                 out: list[tuple[Candidate, list[TestResult] | None]], seed: int, t: float) -> None:
     cand = first.with_(extra={"chain": chain, "revision": 0})
     history = [dict(m) for m in ctx.messages()]
     for revision in range(p.turns + 1):
@@ -75,7 +75,6 @@ async def _chain(ctx: Context, p: SelfDebugParams, chain: int, first: Candidate,
         if turn is None or revision == p.turns:
             return
         history += [{"role": "assistant", "content": cand.text}, {"role": "user", "content": turn}]
-        t = await resolve_temperature(ctx, p.temperature)
         req = GenerationRequest(messages=tuple(history), temperature=t, top_p=p.top_p,
                                 max_tokens=p.max_tokens, seed=(seed + chain * p.turns + revision) % 2**31)
         try:
@@ -87,15 +86,16 @@ async def _chain(ctx: Context, p: SelfDebugParams, chain: int, first: Candidate,
 
 @strategy("self_debug", SelfDebugParams, "code: revise programs with failing-test feedback (Self-Debug)")
 async def self_debug(problem: Problem, ctx: Context, p: SelfDebugParams) -> Outcome:
-    firsts = await sample_programs(ctx, p)
-    if firsts is None:
+    drawn = await sample_programs(ctx, p)
+    if drawn is None:
         return Outcome(None, None, [])
+    firsts, t = drawn
     tests = public_tests(problem)
     done: list[tuple[Candidate, list[TestResult] | None]] = []
     # revision seeds by (chain, revision), not by arrival order: a run is reproducible, and chain i
     # revises the same way at any n (a generation cache then shares revisions across n)
     seed = ctx.rng.randrange(2**31)
-    await asyncio.gather(*(_chain(ctx, p, i, c, tests, done, seed) for i, c in enumerate(firsts)))
+    await asyncio.gather(*(_chain(ctx, p, i, c, tests, done, seed, t) for i, c in enumerate(firsts)))
     done.sort(key=lambda cr: (cr[0].extra["chain"], cr[0].extra["revision"]))
     total = len(tests)
     cands = [c.with_(score=(passed(r) / total) if total else None,

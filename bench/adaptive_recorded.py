@@ -50,18 +50,26 @@ import numpy as np
 from ttscale.strategies.stopping import (
     adaptive_consistency_stop,
     bayes_factor,
+    length_weights,
     margin_stop,
     mc_rng,
+    options_min_samples,
+    weighted_votes,
 )
+from ttscale.strategies.voting import Tally
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / ".." / "shared" / "reference" / "recorded"
 
-# ttscale's rule: (margin, min_samples, max_samples, short_bonus). OURS_DEFAULT is "ours" in the
-# RESULT line (the strategy's defaults); the grid is drawn as its trade-off curve. Chosen on the odd
-# problem ids (see the held-out table).
-OURS_DEFAULT = (3, 3, 32, 1)
-OURS_GRID = [(2, 3, 32, 1), (3, 3, 32, 1), (4, 3, 32, 1), (5, 3, 32, 1), (3, 3, 64, 0), (4, 4, 64, 0)]
+# ttscale's rule: (margin, min_samples, max_samples, short_bonus, length_weight). OURS_DEFAULT is
+# "ours" in the RESULT line (the strategy's defaults); the grid is drawn as trade-off curves: the
+# length-weighted rule at several margins and caps, and the earlier plain-vote rule with its
+# short-trace bonus (m = 2..5, cap 32), so the two can be compared on any data.
+OURS_DEFAULT = (2.5, 3, 24, 0, 1.0)
+OURS_GRID = [
+    (2.5, 3, 24, 0, 1.0), (3, 3, 24, 0, 1.0), (3.5, 3, 24, 0, 1.0), (4, 3, 24, 0, 1.0), (3, 3, 32, 0, 1.0),
+    (2, 3, 32, 1, 0.0), (3, 3, 32, 1, 0.0), (4, 3, 32, 1, 0.0), (5, 3, 32, 1, 0.0),
+]
 BOINF_THRESHOLDS = (3.0, 10.0, 30.0)
 FIXED_N = (8, 16, 32, 64)
 
@@ -156,6 +164,13 @@ def benchmark_of(name: str) -> str:
     return "_".join(parts[:2]) if parts[0].startswith("mc") else parts[0]
 
 
+def declared_options(name: str) -> int:
+    """``mc4_aime2024_Qwen3-4B`` -> 4: the option count a multiple-choice file's answer space
+    declares; 0 (open answers) for any other file."""
+    m = re.match(r"mc(\d+)_", name)
+    return int(m.group(1)) if m else 0
+
+
 def replay_order(seed: int, pid: str, n: int) -> list[int]:
     """The replay engine's draw order (see ttscale.engines.replay.ReplayEngine.order)."""
     idx = list(range(n))
@@ -228,9 +243,10 @@ class Acc:
     tokens: float = 0.0
 
 
-def simulate_file(fd: FileData, seeds: Sequence[int], ours_grid: Sequence[tuple[int, int, int]]
+def simulate_file(fd: FileData, seeds: Sequence[int], ours_grid: Sequence[Setting], options: int = 0
                   ) -> dict[str, list[Acc]]:
-    """rule name → per-problem sums (over seeds) of correct, samples and generated tokens."""
+    """rule name → per-problem sums (over seeds) of correct, samples and generated tokens.
+    ``options`` is the answer space's declared option count (0 = open), which ttscale's rule uses."""
     rules: dict[str, list[Acc]] = {}
 
     def add(name: str, i: int, lab: int, n: int, toks: np.ndarray, gold: int) -> None:
@@ -251,19 +267,42 @@ def simulate_file(fd: FileData, seeds: Sequence[int], ours_grid: Sequence[tuple[
             for t, n in boinf_stops(labs, seed, pr.pid, BOINF_THRESHOLDS).items():
                 add(f"bo_inf@{t:g}", i, vote(labs[:n]), n, toks, pr.gold)
             for g in ours_grid:
-                n = sim_ours(labs, toks, g)
-                add(ours_name(*g), i, vote(labs[:n]), n, toks, pr.gold)
+                n, lab = sim_ours(labs, toks, g, options)
+                add(ours_name(*g), i, lab, n, toks, pr.gold)
     return rules
 
 
-def sim_ours(labs: Sequence[int], toks: Sequence[int], g: tuple[int, int, int, int]) -> int:
-    m, lo, cap, bonus = g
-    return run_sequential(labs, lambda c, k, t: margin_stop(
-        c, k, tokens=t, margin=m, min_samples=lo, max_samples=cap, short_bonus=bonus).stop, cap, toks)
+Setting = tuple[float, int, int, int, float]
+"""(margin, min_samples, max_samples, short_bonus, length_weight) of ``adaptive_margin``."""
 
 
-def ours_name(m: int, lo: int, cap: int, bonus: int) -> str:
-    return f"adaptive_margin(m={m},min={lo},cap={cap},b={bonus})"
+def sim_ours(labs: Sequence[int], toks: Sequence[int], g: Setting, options: int = 0) -> tuple[int, int]:
+    """``adaptive_margin`` on one draw order: (samples used, answer label), computed with the
+    strategy's own pure functions (length weights, weighted votes, margin rule, weighted vote)."""
+    m, lo, cap, bonus, gamma = g
+    lo = max(lo, options_min_samples(options))
+    seen: list[int | None] = []
+    n = 0
+    for lab in labs[:cap]:
+        n += 1
+        seen.append(lab if lab >= 0 else None)
+        w = length_weights(seen, toks[:n], gamma)
+        tsum: dict[int, int] = {}
+        for x, t in zip(seen, toks[:n], strict=True):
+            if x is not None:
+                tsum[x] = tsum.get(x, 0) + int(t)
+        if margin_stop(weighted_votes(seen, w), n, tokens=list(tsum.values()), margin=m, min_samples=lo,
+                       max_samples=cap, short_bonus=bonus).stop:
+            break
+    if not gamma:
+        return n, vote(labs[:n])
+    won = Tally.of(seen, length_weights(seen, toks[:n], gamma)).winner()
+    return n, -1 if won is None else won
+
+
+def ours_name(m: float, lo: int, cap: int, bonus: int, gamma: float = 0.0) -> str:
+    w = f",w={gamma:g}" if gamma else f",b={bonus}"
+    return f"adaptive_margin(m={m:g},min={lo},cap={cap}{w})"
 
 
 @dataclass
@@ -310,13 +349,14 @@ def check_real_strategies(fd: FileData, norm: Callable[[str], str], seed: int, k
 
     probs = fd.problems[:k]
     problems = [Problem(id=p.pid, prompt=f"problem {p.pid}") for p in probs]
-    m, lo, cap, bonus = OURS_DEFAULT
+    m, lo, cap, bonus, gamma = OURS_DEFAULT
     configs = [
         ("adaptive_consistency", {}, lambda labs, toks, pr: run_sequential(
             labs, lambda c, n, _t: adaptive_consistency_stop(c, n).stop, 40)),
         ("best_of_infinity", {"threshold": 10.0},
          lambda labs, toks, pr: boinf_stops(labs, seed, pr.pid, [10.0])[10.0]),
-        ("adaptive_margin", {"margin": m, "min_samples": lo, "max_samples": cap, "short_bonus": bonus},
+        ("adaptive_margin", {"margin": m, "min_samples": lo, "max_samples": cap, "short_bonus": bonus,
+                             "length_weight": gamma},
          lambda labs, toks, pr: sim_ours(labs, toks, OURS_DEFAULT)),
     ]
     checks = 0
@@ -331,11 +371,11 @@ def check_real_strategies(fd: FileData, norm: Callable[[str], str], seed: int, k
                 order = replay_order(seed, pr.pid, len(pr.labels))
                 labs = [int(x) for x in pr.labels[order]]
                 n = sim(labs, [int(x) for x in pr.tokens[order]], pr)
+                n, want = n if isinstance(n, tuple) else (n, vote(labs[:n]))
                 r = got[pr.pid]
                 want_tokens = int(pr.tokens[order][:n].sum())
                 assert r["extra"]["samples"] == n, (name, pr.pid, r["extra"], n)
                 assert r["cost"]["generated_tokens"] == want_tokens, (name, pr.pid)
-                want = vote(labs[:n])
                 got_lab = -1 if r["answer"] is None else _label_of(fd, pr, norm, r["answer"])
                 assert got_lab == want, (name, pr.pid, r["answer"], want)
                 checks += 1
@@ -456,7 +496,8 @@ def print_heldout(res: Results) -> tuple[float, float]:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=20,
+                    help="draw orders per problem (5 seeds leave the loss figures a few tenths of a point noisy)")
     ap.add_argument("--mc", type=int, default=4,
                     help="also test on K-option multiple-choice versions of every file (0 = off)")
     ap.add_argument("--out-plot", type=Path, default=ROOT / "docs" / "adaptive_recorded.png")
@@ -496,7 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.mc:
         mc = [as_multiple_choice(fd, args.mc) for fd in data]
-        res = Results(data + mc, {**res.per_file, **{fd.name: simulate_file(fd, seeds, OURS_GRID) for fd in mc}},
+        res = Results(data + mc, {**res.per_file,
+                                  **{fd.name: simulate_file(fd, seeds, OURS_GRID, declared_options(fd.name)) for fd in mc}},
                       len(seeds))
         print(f"\nmultiple choice: {args.mc}-option versions of the {len(mc)} files added as benchmarks "
               f"(see as_multiple_choice)")
@@ -539,15 +581,17 @@ def plot(path: Path, rows: dict[str, Row]) -> None:
         "majority@N (8,16,32,64)": [f"majority@{n}" for n in FIXED_N],
         "Adaptive-Consistency (0.95, cap 40)": ["adaptive_consistency"],
         "Best-of-inf BF (3,10,30)": [f"bo_inf@{t:g}" for t in BOINF_THRESHOLDS],
-        "adaptive_margin (ours; m=2..5, cap 32)": [ours_name(*g) for g in OURS_GRID if g[3] == 1],
-        "plain lead rule (no length bonus, cap 64)": [ours_name(*g) for g in OURS_GRID if g[3] == 0],
+        "adaptive_margin (ours: length-weighted votes, m=2.5..4, cap 24)":
+            [ours_name(*g) for g in OURS_GRID if g[4] and g[2] == 24],
+        "plain votes + short-trace bonus (earlier rule, m=2..5, cap 32)":
+            [ours_name(*g) for g in OURS_GRID if not g[4]],
     }
     markers = ["o", "s", "^", "D", "v"]
     for (label, names), mk in zip(families.items(), markers, strict=True):
         pts = sorted((rows[n].tokens, rows[n].acc, n) for n in names)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=mk, label=label)
         for x, y, n in pts:
-            short = n.split("(")[-1].split(",")[0] if "margin" in n else n.split("@")[-1]
+            short = n.split("(")[-1].split(",")[0].removeprefix("m=") if "margin" in n else n.split("@")[-1]
             ax.annotate(short, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ours = rows[ours_name(*OURS_DEFAULT)]
     ax.scatter([ours.tokens], [ours.acc], s=160, facecolors="none", edgecolors="red", zorder=5,

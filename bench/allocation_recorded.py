@@ -41,6 +41,7 @@ from adaptive_recorded import (  # a sibling bench script
     FileData,
     as_multiple_choice,
     benchmark_of,
+    declared_options,
     load,
     machine_line,
     normalizer,
@@ -87,8 +88,8 @@ def outcomes(files: Sequence[FileData], seeds: Sequence[int]) -> Outcomes:
                 bench.append(benchmark_of(fd.name))
                 bins.append(probe_bin(labs, toks, median_len))
                 correct.append([vote(labs[:n]) == pr.gold for n in GRID])
-                n = sim_ours(labs, toks, OURS_DEFAULT)
-                acorr.append(vote(labs[:n]) == pr.gold)
+                n, lab = sim_ours(labs, toks, OURS_DEFAULT, declared_options(fd.name))
+                acorr.append(lab == pr.gold)
                 asamp.append(n)
     return Outcomes(bench, np.array(bins), np.array(correct, float), np.array(acorr, float), np.array(asamp, float))
 

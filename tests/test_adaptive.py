@@ -11,6 +11,7 @@ import pytest
 from scipy.special import betainc
 
 from ttscale.core.budget import Budget
+from ttscale.core.protocols import answer_options
 from ttscale.engines.ensemble import EnsembleEngine
 from ttscale.engines.replay import ReplayEngine
 from ttscale.engines.scripted import ScriptedEngine, ScriptedReply
@@ -21,8 +22,11 @@ from ttscale.strategies.stopping import (
     adaptive_consistency_stop,
     bayes_factor,
     best_of_infinity_stop,
+    length_weights,
     margin_stop,
     mc_rng,
+    options_min_samples,
+    weighted_votes,
 )
 
 from helpers import make_ctx, write_recorded
@@ -99,13 +103,45 @@ def test_bayes_factor_seeded_and_without_unseen_bucket():
 def test_margin_rule():
     assert not margin_stop([2], tokens=[10])  # min_samples 3
     assert margin_stop([3], tokens=[10]).stop  # unanimous 3
-    assert not margin_stop([3, 1], tokens=[300, 10])  # lead 2, leader longer: needs 3
-    assert margin_stop([3, 1], tokens=[30, 100]).stop  # lead 2, leader shorter: needs 2
-    assert not margin_stop([3, 1], tokens=[30, 100], short_bonus=0)
-    assert not margin_stop([3, 1])  # without token counts the plain margin applies
-    assert not margin_stop([5, 4], tokens=[5, 400])  # lead 1 never enough with margin 3
-    d = margin_stop([5, 4], 32)
+    assert not margin_stop([3, 1], tokens=[300, 10], short_bonus=1)  # lead 2, leader longer: needs 2.5
+    assert margin_stop([3, 1], tokens=[30, 100], short_bonus=1).stop  # lead 2, leader shorter: needs 1.5
+    assert not margin_stop([3, 1], tokens=[30, 100])  # no bonus by default (length weights replace it)
+    assert not margin_stop([3, 1], short_bonus=1)  # without token counts the plain margin applies
+    assert not margin_stop([5, 4], tokens=[5, 400])  # lead 1 never enough with margin 2.5
+    d = margin_stop([5, 4], 24)
     assert d.stop and d.reason == "max_samples"
+    assert margin_stop([2.7, 0.2], 4).stop and not margin_stop([2.6, 0.2], 4)  # weighted votes: lead 2.5 vs 2.4
+
+
+def test_length_weights_favour_short_traces_and_are_capped():
+    # answered mean = (10 + 40 + 10) / 3 = 20; the unanswered sample weighs 0 and is not in the mean
+    assert length_weights([0, 1, 0, None], [10, 40, 10, 999]) == pytest.approx([2.0, 0.5, 2.0, 0.0])
+    assert length_weights([0, 1, 0, None], [10, 40, 10, 999], gamma=0) == [1.0, 1.0, 1.0, 0.0]
+    assert length_weights([0, 0, 1], [1, 100, 100]) == pytest.approx([2.0, 201 / 300, 201 / 300])  # capped at 2
+    assert length_weights([None], [5]) == [0.0]
+    assert weighted_votes([0, 1, 0, None], [2.0, 0.5, 2.0, 0.0]) == [4.0, 0.5]
+    # unanimous samples always reach a weighted lead of k after k samples, whatever their lengths
+    for toks in ([1, 100, 100], [50, 50, 50], [1, 1, 500], [7, 300, 2]):
+        assert sum(length_weights([0, 0, 0], toks)) >= 3 - 1e-9
+
+
+def test_options_min_samples():
+    assert [options_min_samples(k) for k in (0, 1, 2, 4, 10, 100)] == [1, 1, 7, 4, 3, 2]
+    for k in (2, 3, 4, 5, 10):  # a unanimous run of that many uniform guesses has chance <= 2%
+        n = options_min_samples(k)
+        assert k ** (1 - n) <= 0.02 < k ** (2 - n)
+
+
+def test_answer_options_reads_the_declared_count():
+    class Choice(StrAnswers):
+        options = 4
+
+    class Bad(StrAnswers):
+        options = -1
+
+    assert answer_options(Choice()) == 4 and answer_options(StrAnswers()) == 0
+    with pytest.raises(TypeError, match="Bad: options must be a count >= 0, got -1"):
+        answer_options(Bad())
 
 
 # --- strategies ---------------------------------------------------------------------------------
@@ -156,12 +192,37 @@ async def test_best_of_infinity_unanimous_stops_at_three():
 
 
 async def test_adaptive_margin_uses_lengths():
-    # 5, 7, 5, 5: lead 2 at 4 samples; "5" traces short -> stop at 4
-    out, _ = await run("adaptive_margin", {}, scripted(["5", "7", "5", "5"] + ["5"] * 20, [5, 50, 5, 5] + [5] * 20))
+    answers = ["5", "7", "5", "5", "7", "5"] + ["5"] * 20
+    # "5" traces short (5 tokens, "7" 50): at 3 samples mean = 20, "5" weighs 2 x 2 (capped), "7" 0.4
+    out, _ = await run("adaptive_margin", {}, scripted(answers, [5, 50, 5, 5, 50] + [5] * 21))
+    assert out.answer == "5" and out.extra["samples"] == 3
+    # "5" traces long, "7" short: "7" votes count double, "5" ones about 0.5-0.9; the lead first
+    # reaches 2.5 at 10 samples (8 x "5" = 6.56 vs 2 x "7" = 4.0)
+    long_five = [50, 5, 50, 50, 5, 50] + [50] * 20
+    out, _ = await run("adaptive_margin", {}, scripted(answers, long_five))
+    assert out.answer == "5" and out.extra["samples"] == 10
+    assert out.extra["votes"]["5"] == pytest.approx(6.56, abs=1e-3)
+    # plain votes with the short-trace bonus (the earlier rule): lead 2 at 4 samples, "5" short -> stop
+    out, _ = await run("adaptive_margin", {"length_weight": 0, "short_bonus": 1},
+                       scripted(answers, [5, 50, 5, 5, 50] + [5] * 21))
     assert out.answer == "5" and out.extra["samples"] == 4
-    # same answers, "5" traces long -> needs lead 3 -> 5 samples
-    out, _ = await run("adaptive_margin", {}, scripted(["5", "7", "5", "5"] + ["5"] * 20, [50, 5, 50, 50] + [50] * 20))
-    assert out.extra["samples"] == 5
+    out, _ = await run("adaptive_margin", {"length_weight": 0, "short_bonus": 1}, scripted(answers, long_five))
+    assert out.extra["samples"] == 7  # "5" long: needs a plain lead of 2.5, i.e. 3 (5-2)
+
+
+async def test_adaptive_margin_waits_longer_when_options_are_declared():
+    class Choice(StrAnswers):
+        options = 4
+
+    eng = scripted(["B"] * 30)
+    entry = load_strategies().get("adaptive_margin")
+    ctx = make_ctx(eng, Choice())
+    out = await entry.target(ctx.problem, ctx, entry.make_params({}))
+    assert out.answer == "B" and out.extra["samples"] == 4  # 3 agreeing guesses among 4 options: 1/16
+    out, _ = await run("adaptive_margin", {"options": 2}, scripted(["B"] * 30))
+    assert out.extra["samples"] == 7
+    out, _ = await run("adaptive_margin", {}, scripted(["B"] * 30))
+    assert out.extra["samples"] == 3
 
 
 async def test_strategies_on_replay_engine(tmp_path):

@@ -110,13 +110,26 @@ class LastStepVerifier(Protocol):
 
 
 class AnswerSpace(Protocol):
-    """How final answers are extracted from text and which answers count as the same."""
+    """How final answers are extracted from text and which answers count as the same.
+
+    An answer space with a closed set of answers may declare it with an ``options: int`` attribute
+    (e.g. 4 for A-D multiple choice): adaptive stopping then needs more agreement, since a few
+    guesses among few options agree by chance. Read it with :func:`answer_options`."""
 
     def extract(self, text: str) -> str | None: ...
 
     async def group(self, answers: Sequence[str | None]) -> list[int | None]:
         """A class label per answer (``None`` for a missing answer): equal labels = equivalent."""
         ...
+
+
+def answer_options(space: object) -> int:
+    """The number of answers ``space`` declares (its ``options`` attribute), 0 for an open answer
+    space (free-form answers) or one that declares nothing."""
+    n = getattr(space, "options", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise TypeError(f"answer space {type(space).__name__}: options must be a count >= 0, got {n!r}")
+    return n
 
 
 class Grader(Protocol):

@@ -165,6 +165,8 @@ def test_cli_pipeline_fit_policy_plot_report(swept, tmp_path):
         assert r.exit_code == 0, r.output
         text = " ".join(r.output.split())
         assert "best-of-N to match the policy at N=16" in text and "ratio 95% interval" in text
+        if difficulty == "oracle":  # pass@1 1, 1, .75, .5, .25 (easy) and .75, .5, .25, 0, 0 (hard): 2 a bin
+            assert "problems per bin (bin 0 = easiest) and dataset: easy 2/1/1/1/0; hard 0/1/1/1/2" in text
     r = runner.invoke(app, ["plot", str(res.out), "--policy", str(tmp_path / "policy-oracle.json"), "--x", "budget",
                             "--out", str(tmp_path / "fig.png")])
     assert r.exit_code == 0, r.output

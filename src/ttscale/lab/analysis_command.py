@@ -68,6 +68,7 @@ def _print_policy(policy: dict, difficulty: str, bins: str) -> None:
                                      if B in cv and cv[B].get("boot_low") is not None else "-"
                                      for B in policy["budgets"]])
     console.print(t)
+    _print_bins_per_dataset(policy)
     boot = policy["fit"].get("bootstrap") or {}
     if boot.get("resamples"):
         console.print(f"95% intervals: bootstrap over problems, {boot['resamples']} resamples, seed {boot['seed']}")
@@ -76,6 +77,19 @@ def _print_policy(policy: dict, difficulty: str, bins: str) -> None:
         interval = ratio_interval_text(m)
         console.print(f"best-of-N to match the policy at N={m['budget']}: {ratio}"
                       + ("" if interval == "-" else f"; ratio 95% interval {interval}"), highlight=False)
+
+
+def _print_bins_per_dataset(policy: dict) -> None:
+    """With several datasets: how many of each dataset's problems fall in each bin (does every task
+    span the difficulty range, or is one all easy or all hard?)."""
+    counts: dict[str, list[int]] = {}
+    n_bins = len(policy["binning"]["labels"])
+    for dataset, _, b in policy.get("problem_bins") or []:
+        counts.setdefault(str(dataset), [0] * n_bins)[int(b)] += 1
+    if len(counts) < 2:
+        return
+    console.print("problems per bin (bin 0 = easiest) and dataset: " + "; ".join(
+        f"{d} {'/'.join(map(str, c))}" for d, c in sorted(counts.items())), highlight=False)
 
 
 def _short_config(entry: dict) -> str:

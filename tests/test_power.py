@@ -178,6 +178,7 @@ def test_cli_pipeline_fit_policy_plot_report(swept, tmp_path):
     assert r.exit_code == 0, r.output
     page = html.read_text()
     assert "beam_search" in page and "revisions" in page and "Generations best-of-N needs to match" in page
+    assert "Accuracy vs generation budget N (Snell et al.)" in page and page.count("data:image/png;base64,") == 2
 
 
 def test_policy_cells_name_the_budget_when_the_label_omits_it():

@@ -38,10 +38,10 @@ def test_html_report_is_self_contained_and_has_every_section():
     assert "http://" not in page and "https://" not in page
     assert 'src="file' not in page and "<link" not in page and "<script" not in page
     srcs = re.findall(r'src="([^"]*)"', page)
-    assert len(srcs) == 1 and srcs[0].startswith("data:image/png;base64,")
+    assert len(srcs) == 2 and all(s.startswith("data:image/png;base64,") for s in srcs)  # tokens, then N
     for heading in ("Summary per configuration", "pass@k and maj@k", "Compute-optimal policy",
                     "Difficulty bins", "Generations best-of-N needs to match the policy",
-                    "FLOPs-matched comparison", "Accuracy vs compute"):
+                    "FLOPs-matched comparison", "Accuracy vs compute", "Accuracy vs generation budget N"):
         assert heading in page
     assert "t &lt;1&gt;" in page  # escaped
     assert "257.75" in page and "63.37" in page and "15.77" in page

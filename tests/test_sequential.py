@@ -15,7 +15,7 @@ from ttscale.core.budget import Budget
 from ttscale.core.errors import ConfigError
 from ttscale.core.protocols import Verifier
 from ttscale.core.types import Completion, GenerationRequest
-from ttscale.engines.scripted import ScriptedEngine
+from ttscale.engines.scripted import ScriptedEngine, ScriptedReply
 from ttscale.strategies.base import load_strategies
 from ttscale.strategies.budget_forcing import CAP_PROMPT, Transcript
 from ttscale.strategies.revisions import ATTEMPT_PROMPT, REVISE_PROMPT, chain_shape
@@ -106,6 +106,22 @@ async def test_revisions_select_best_and_majority():
     # majority needs no verifier (none is configured: asking for one would raise)
     out, _ = await run("revisions", {"n": 6, "ratio": 1.5, "select": "majority"}, ScriptedEngine({"p1": REV_TEXTS}))
     assert out.answer == "5" and out.chosen.id == 0 and out.extra["votes"] == {"5": 3.0, "7": 2.0, "8": 1.0}
+
+
+async def test_revisions_logprobs_reach_every_attempt_and_the_confidence_verifier():
+    from ttscale.verifiers.confidence import ConfidenceParams, ConfidenceVerifier
+
+    texts = [ScriptedReply("a1 \\boxed{5}", [-0.1, -0.1]), ScriptedReply("b1 \\boxed{7}", [-2.0, -2.0]),
+             ScriptedReply("a2 \\boxed{7}", [-3.0, -3.0]), ScriptedReply("b2 \\boxed{5}", [-0.5, -0.5])]
+    eng = ScriptedEngine({"p1": texts})
+    v = ConfidenceVerifier(ConfidenceParams(mode="mean", window=8, top_k=1))
+    out, _ = await run("revisions", {"n": 4, "verifier": "table", "logprobs": 3}, eng, verifier=v)
+    assert [r.logprobs for r in eng.calls] == [3, 3, 3]  # the first request (n=2) and both revisions
+    # confidence = -mean top-1 logprob; weighted: 7 (2.0 + 3.0) outweighs 5 (0.1 + 0.5)
+    assert {c.text.split()[0]: c.score for c in out.candidates} == {"a1": 0.1, "b1": 2.0, "a2": 3.0, "b2": 0.5}
+    assert out.answer == "7" and out.extra["weights"] == {"5": 0.6, "7": 5.0}
+    with pytest.raises(ConfigError, match="logprobs must be >= 0"):
+        load_strategies().get("revisions").make_params({"logprobs": -1})
 
 
 async def test_revisions_history_window_and_prompt_override():

@@ -68,6 +68,7 @@ def _print_policy(policy: dict, difficulty: str, bins: str) -> None:
                                      if B in cv and cv[B].get("boot_low") is not None else "-"
                                      for B in policy["budgets"]])
     console.print(t)
+    _print_bins_per_dataset(policy)
     boot = policy["fit"].get("bootstrap") or {}
     if boot.get("resamples"):
         console.print(f"95% intervals: bootstrap over problems, {boot['resamples']} resamples, seed {boot['seed']}")
@@ -78,10 +79,26 @@ def _print_policy(policy: dict, difficulty: str, bins: str) -> None:
                       + ("" if interval == "-" else f"; ratio 95% interval {interval}"), highlight=False)
 
 
+def _print_bins_per_dataset(policy: dict) -> None:
+    """With several datasets: how many of each dataset's problems fall in each bin (does every task
+    span the difficulty range, or is one all easy or all hard?)."""
+    counts: dict[str, list[int]] = {}
+    n_bins = len(policy["binning"]["labels"])
+    for dataset, _, b in policy.get("problem_bins") or []:
+        counts.setdefault(str(dataset), [0] * n_bins)[int(b)] += 1
+    if len(counts) < 2:
+        return
+    console.print("problems per bin (bin 0 = easiest) and dataset: " + "; ".join(
+        f"{d} {'/'.join(map(str, c))}" for d, c in sorted(counts.items())), highlight=False)
+
+
 def _short_config(entry: dict) -> str:
     """A policy cell: the selection rule and its n (the source run is the same for every cell)."""
     cfg = str(entry.get("config", ""))
-    return cfg.split(" from ", 1)[0] if " from " in cfg else cfg
+    cfg = cfg.split(" from ", 1)[0] if " from " in cfg else cfg
+    if entry.get("budget_n") is not None and not any(w.startswith("n=") for w in cfg.split()):
+        cfg += f" [N={entry['budget_n']}]"  # n at its default is not in the label
+    return cfg
 
 
 def plot_command(
@@ -89,15 +106,19 @@ def plot_command(
     out: Annotated[Path, typer.Option(help="PNG to write")] = Path("fig.png"),
     policy: Annotated[Path | None, typer.Option(help="policy JSON (default: fit one on the table, oracle/quantile)")] = None,
     title: Annotated[str | None, typer.Option(help="figure title")] = None,
+    x: Annotated[str, typer.Option("--x", help="x axis: tokens (mean generated tokens) or budget "
+                                   "(generation budget N, log2: Snell et al.'s figures)")] = "tokens",
 ) -> None:
-    """Accuracy vs mean generated tokens per strategy, per difficulty bin, with the compute-optimal frontier."""
+    """Accuracy vs compute per strategy, per difficulty bin, with the compute-optimal frontier."""
     from ttscale.core.policy import load_policy
     from ttscale.lab.plots import plot_table
     from ttscale.lab.table_io import load_table
 
+    if x not in ("tokens", "budget"):
+        raise ConfigError(f"--x {x!r} is not one of tokens, budget")
     rows = load_table(table)
     pol = load_policy(policy) if policy is not None else None
-    plot_table(rows, out, pol, title=title)
+    plot_table(rows, out, pol, title=title, x=x)  # type: ignore[arg-type]
     console.print(f"figure: {out}")
 
 

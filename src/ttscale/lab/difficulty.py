@@ -3,11 +3,13 @@
 Difficulty *values* are "ease" scores in [0, 1], higher = easier:
 
 - **oracle**: a problem's pass@1, the ``sample_accuracy`` of its row with the most graded
-  candidates (:func:`ttscale.lab.metrics.pool_rows`; the mean of ``cand_correct`` when
-  ``sample_accuracy`` is missing). Needs labels.
+  candidates (:func:`ttscale.lab.metrics.pool_rows`: rows of i.i.d. samples first, so a beam
+  search's or a revision chain's candidates do not stand in for the policy's samples; the mean of
+  ``cand_correct`` when ``sample_accuracy`` is missing). Needs labels.
 - **predicted**: the mean verifier score of the first ``m`` scored candidates of its row with the
-  most scored candidates (no labels; what :mod:`ttscale.strategies.compute_optimal` measures on a
-  new problem with ``probe_n = m`` samples).
+  most scored candidates (i.i.d. sample rows first, likewise: a step verifier's scores are on
+  another scale; no labels; what :mod:`ttscale.strategies.compute_optimal` measures on a new
+  problem with ``probe_n = m`` samples).
 
 **Bin 0 is always the easiest bin** (highest values); higher bins are harder.
 

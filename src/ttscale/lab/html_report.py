@@ -220,9 +220,13 @@ def build_html(rows: Sequence[Mapping[str, Any]], *, policy: Mapping[str, Any] |
     parts.append("<h2>FLOPs-matched comparison</h2>" + _flops_section(rows))
     if policy is not None and pol_rows:
         img = base64.b64encode(png_bytes(pol_rows, policy)).decode("ascii")
+        by_n = base64.b64encode(png_bytes(pol_rows, policy, x="budget")).decode("ascii")
         parts.append("<h2>Accuracy vs compute</h2>"
                      f'<img alt="accuracy vs mean generated tokens per strategy and difficulty bin" '
-                     f'src="data:image/png;base64,{img}">')
+                     f'src="data:image/png;base64,{img}">'
+                     "<h2>Accuracy vs generation budget N (Snell et al.)</h2>"
+                     f'<img alt="accuracy vs generation budget N per strategy and difficulty bin" '
+                     f'src="data:image/png;base64,{by_n}">')
     parts.append("</body></html>")
     return "\n".join(parts)
 

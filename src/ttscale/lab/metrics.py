@@ -185,15 +185,22 @@ def summarize_table(rows: Sequence[Mapping[str, Any]], *, interval: Interval = "
     return out
 
 
+SAMPLE_STRATEGIES = frozenset({"self_consistency", "best_of_n", "weighted_best_of_n", "majority"})
+"""Table strategies whose candidates are i.i.d. samples of the policy (runs and their subsamples)."""
+
+
 def pool_rows(rows: Iterable[Mapping[str, Any]], *, column: str = "cand_correct") -> dict[Key, Mapping[str, Any]]:
-    """Per problem, the row with the most known (non-null) values in ``column``; ties go to the
+    """Per problem, the row with the most known (non-null) values in ``column``, among rows of
+    :data:`SAMPLE_STRATEGIES` when the problem has any (a beam's finished paths or a revision
+    chain's attempts are not i.i.d. samples: their pass rate is not the policy's pass@1, and a
+    step verifier's scores are on another scale than the samples' verifier); ties go to the
     smaller (config, seed) so the choice is deterministic. Problems with none are left out."""
     best: dict[Key, tuple[tuple[Any, ...], Mapping[str, Any]]] = {}
     for r in rows:
         known = sum(v is not None for v in r.get(column) or [])
         if not known:
             continue
-        rank = (-known, str(r["config"]), int(r.get("seed", 0)))
+        rank = (str(r.get("strategy")) not in SAMPLE_STRATEGIES, -known, str(r["config"]), int(r.get("seed", 0)))
         k = problem_key(r)
         if k not in best or rank < best[k][0]:
             best[k] = (rank, r)

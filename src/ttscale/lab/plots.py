@@ -2,9 +2,11 @@
 
 One panel for all problems plus one per difficulty bin (bin 0 = easiest). In each panel, one line
 per strategy over its budgets (the configurations of the fixed-strategy curves, see
-:func:`ttscale.lab.policy.fixed_curves`), x = mean generated tokens per problem (log scale),
-y = accuracy, with the Beta-posterior 95% interval as a band; the compute-optimal frontier (the
-policy's cross-validated curve, per bin in the bin panels) is the thick black line.
+:func:`ttscale.lab.policy.fixed_curves`), y = accuracy, with the Beta-posterior 95% interval as a
+band; the compute-optimal frontier (the policy's cross-validated curve, per bin in the bin panels)
+is the thick black line. x is either the mean generated tokens per problem (``x="tokens"``, log
+scale) or, as in Snell et al.'s figures, the generation budget N (``x="budget"``, log2 scale: a
+configuration at its nominal ``budget_n``, the frontier at the policy's budget cap B).
 """
 
 from __future__ import annotations
@@ -13,10 +15,19 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ttscale.core.errors import ConfigError
 from ttscale.lab.policy import config_stats, curve_on, fit_policy
+
+XAxis = Literal["tokens", "budget"]
+X_LABELS = {"tokens": "mean generated tokens per problem (log)", "budget": "generation budget N (log2)"}
+
+
+def _xs(points: Sequence[Mapping[str, Any]], x: XAxis) -> list[Mapping[str, Any]]:
+    """The points that can be drawn on a log axis, each with its ``_x``."""
+    key = "mean_generated_tokens" if x == "tokens" else "budget"
+    return [{**c, "_x": float(c[key])} for c in points if float(c[key]) > 0]
 
 
 def _problem_bins(policy: Mapping[str, Any]) -> dict[tuple[str, str], int]:
@@ -24,26 +35,33 @@ def _problem_bins(policy: Mapping[str, Any]) -> dict[tuple[str, str], int]:
 
 
 def _panel(ax: Any, series: Mapping[str, Sequence[Mapping[str, Any]]], frontier: Sequence[Mapping[str, Any]],
-           colors: Mapping[str, Any], title: str) -> None:
+           colors: Mapping[str, Any], title: str, x: XAxis = "tokens") -> None:
+    ticks: set[float] = set()
     for name, curve in series.items():
-        pts = [c for c in curve if c["mean_generated_tokens"] > 0]
+        pts = _xs(curve, x)
         if not pts:
             continue
-        x = [c["mean_generated_tokens"] for c in pts]
-        ax.plot(x, [c["accuracy"] for c in pts], "o-", color=colors[name], lw=1.6, ms=4, label=name)
-        ax.fill_between(x, [c["acc_low"] for c in pts], [c["acc_high"] for c in pts], color=colors[name],
+        xs = [c["_x"] for c in pts]
+        ticks.update(xs)
+        ax.plot(xs, [c["accuracy"] for c in pts], "o-", color=colors[name], lw=1.6, ms=4, label=name)
+        ax.fill_between(xs, [c["acc_low"] for c in pts], [c["acc_high"] for c in pts], color=colors[name],
                         alpha=0.13, lw=0)
-    fr = [c for c in frontier if c["mean_generated_tokens"] > 0]
+    fr = _xs(frontier, x)
     if fr:
-        ax.plot([c["mean_generated_tokens"] for c in fr], [c["accuracy"] for c in fr], "-", color="black",
+        ax.plot([c["_x"] for c in fr], [c["accuracy"] for c in fr], "-", color="black",
                 lw=3.2, alpha=0.85, label="compute-optimal (CV)", zorder=5)
         at: dict[tuple[float, float], list[str]] = {}
         for c in fr:  # one label per point, budgets that land on the same point joined
-            at.setdefault((round(c["mean_generated_tokens"], 6), round(c["accuracy"], 6)), []).append(str(c["budget"]))
-        for (x, y), budgets in at.items():
-            ax.annotate("N=" + ",".join(budgets), (x, y), fontsize=7, textcoords="offset points",
+            at.setdefault((round(c["_x"], 6), round(c["accuracy"], 6)), []).append(str(c["budget"]))
+        for (px, py), budgets in at.items():
+            ax.annotate("N=" + ",".join(budgets), (px, py), fontsize=7, textcoords="offset points",
                         xytext=(3, -10), color="black")
-    ax.set_xscale("log")
+    if x == "budget":
+        ax.set_xscale("log", base=2)
+        if ticks:
+            ax.set_xticks(sorted(ticks), [f"{t:g}" for t in sorted(ticks)])
+    else:
+        ax.set_xscale("log")
     ax.set_ylim(-0.03, 1.03)
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
@@ -51,14 +69,16 @@ def _panel(ax: Any, series: Mapping[str, Sequence[Mapping[str, Any]]], frontier:
 
 
 def render(rows: Sequence[Mapping[str, Any]], policy: Mapping[str, Any] | None = None, *,
-           title: str | None = None) -> Any:
+           title: str | None = None, x: XAxis = "tokens") -> Any:
     """The figure (a matplotlib Figure). Without ``policy`` one is fitted on the rows (oracle
-    difficulty, quantile bins, no predicted edges required)."""
+    difficulty, quantile bins, no predicted edges required). ``x``: the module docstring."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if x not in X_LABELS:
+        raise ConfigError(f"x axis {x!r} is not one of {', '.join(X_LABELS)}")
     if not rows:
         raise ConfigError("nothing to plot: the table has no rows")
     if policy is None:
@@ -91,13 +111,13 @@ def render(rows: Sequence[Mapping[str, Any]], policy: Mapping[str, Any] | None =
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.9 * nrows + 0.9), squeeze=False)
     for ax, (ptitle, members, frontier) in zip(axes.flat, panels, strict=False):
         series = {n: curve_on(stats, fixed[n], members) for n in names}
-        _panel(ax, series, frontier, colors, ptitle)
+        _panel(ax, series, frontier, colors, ptitle, x)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy", fontsize=9)
     for ax in axes[-1, :]:
-        ax.set_xlabel("mean generated tokens per problem (log)", fontsize=9)
+        ax.set_xlabel(X_LABELS[x], fontsize=9)
     handles, hlabels = [], []
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
@@ -116,11 +136,11 @@ def render(rows: Sequence[Mapping[str, Any]], policy: Mapping[str, Any] | None =
 
 
 def plot_table(rows: Sequence[Mapping[str, Any]], out: str | Path, policy: Mapping[str, Any] | None = None,
-               *, title: str | None = None, dpi: int = 120) -> Path:
+               *, title: str | None = None, dpi: int = 120, x: XAxis = "tokens") -> Path:
     """Draw :func:`render` into a PNG at ``out``."""
     import matplotlib.pyplot as plt
 
-    fig = render(rows, policy, title=title)
+    fig = render(rows, policy, title=title, x=x)
     p = Path(out)
     p.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(p, dpi=dpi)
@@ -129,11 +149,11 @@ def plot_table(rows: Sequence[Mapping[str, Any]], out: str | Path, policy: Mappi
 
 
 def png_bytes(rows: Sequence[Mapping[str, Any]], policy: Mapping[str, Any] | None = None, *,
-              title: str | None = None, dpi: int = 110) -> bytes:
+              title: str | None = None, dpi: int = 110, x: XAxis = "tokens") -> bytes:
     """The same figure as PNG bytes (for inlining in HTML)."""
     import matplotlib.pyplot as plt
 
-    fig = render(rows, policy, title=title)
+    fig = render(rows, policy, title=title, x=x)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)

@@ -13,6 +13,8 @@ A recipe reads like this (every field but ``runs`` has a default)::
     system_prompt: ...                      # optional ('' for none; default: the runner's)
     verifiers: {llm_judge: {}}              # optional: verifier name -> options (first = default)
     concurrency: 16                         # problems in flight at once
+    order: datasets                         # datasets (default): each dataset's runs, then the next;
+                                            # runs: each runs entry on every dataset, then the next
     cache: runs/sweeps/embedded-gsm/samples.sqlite   # optional: reuse seeded samples across runs
     runs:
       - strategy: best_of_n
@@ -55,7 +57,9 @@ SUBSAMPLE_SOURCES: dict[str, tuple[str, ...]] = {
 the rules their candidates support (score-based rules need verifier scores)."""
 
 TOP_LEVEL = ("name", "out", "engines", "datasets", "seeds", "system_prompt", "verifiers", "concurrency", "cache",
-             "runs")
+             "order", "runs")
+ORDERS = ("datasets", "runs")
+"""Plan orders: ``datasets`` = dataset outside configuration; ``runs`` = configuration outside dataset."""
 ENGINE_KEYS = ("engine", "model", "params")
 DATASET_KEYS = ("dataset", "name", "limit", "split", "seed", "question_field", "answer_field")
 RUN_KEYS = ("strategy", "params", "grid", "budgets", "subsample")
@@ -153,7 +157,17 @@ class Recipe:
     cache: Path | None = None
     """A generation cache (SQLite, :mod:`ttscale.engines.cache`) shared by every run and engine: runs
     that draw the same seeded samples generate them once."""
+    order: str = "datasets"
+    """Plan order (:data:`ORDERS`): ``runs`` puts the cheap first entries on every dataset first."""
     source: str = "recipe"
+
+    def dataset_configs(self) -> list[tuple[DatasetSpec, RunConfig]]:
+        """(dataset, configuration) pairs in plan order: dataset outside (``order: datasets``), or
+        each ``runs`` entry's configurations on every dataset before the next entry (``order: runs``)."""
+        if self.order != "runs":
+            return [(ds, cfg) for ds in self.datasets for cfg in self.configs]
+        entries = sorted({c.run_index for c in self.configs})
+        return [(ds, cfg) for i in entries for ds in self.datasets for cfg in self.configs if cfg.run_index == i]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -325,6 +339,9 @@ def parse_recipe(data: Any, *, source: str = "recipe", default_name: str = "swee
     verifiers = _parse_verifiers(c, d.get("verifiers"), verifiers_reg)
     concurrency = c.integer("concurrency", d.get("concurrency", 16), minimum=1) or 16
     cache = Path(c.string("cache", d["cache"]) or "") if d.get("cache") is not None else None
+    order = d.get("order", "datasets")
+    if order not in ORDERS:
+        raise c.fail("order", order, f"must be one of: {', '.join(ORDERS)}")
     if "runs" not in d:
         raise c.fail("runs", None, "missing field: a list of {strategy, params, grid, budgets, subsample}")
     configs = _parse_runs(c, d["runs"], verifiers_reg)
@@ -332,7 +349,7 @@ def parse_recipe(data: Any, *, source: str = "recipe", default_name: str = "swee
     return Recipe(
         name=name, out=out, engines=tuple(engines), datasets=tuple(datasets), seeds=tuple(seeds),  # type: ignore[arg-type]
         configs=tuple(configs), system_prompt=system_prompt, verifiers=verifiers, concurrency=concurrency,
-        cache=cache, source=source,
+        cache=cache, order=order, source=source,
     )
 
 

@@ -75,22 +75,22 @@ class PlannedRun:
 
 def plan(recipe: Recipe, out: Path | None = None) -> list[PlannedRun]:
     """Every run of the recipe, in execution order: engine, dataset, configuration (grid × budget),
-    seed. ``out`` overrides the recipe's output directory."""
+    seed (``order: runs``: engine, ``runs`` entry, dataset, configuration, seed; see
+    :meth:`Recipe.dataset_configs`). ``out`` overrides the recipe's output directory."""
     root = Path(out) if out is not None else recipe.out
     runs = []
     for eng in recipe.engines:
-        for ds in recipe.datasets:
-            for cfg in recipe.configs:
-                for seed in recipe.seeds:
-                    key = json.dumps({
-                        "engine": [eng.engine, eng.model], "dataset": ds.identity(), "strategy": cfg.strategy,
-                        "params": cfg.params, "budget": cfg.budget.to_dict(), "seed": seed,
-                        "system_prompt": recipe.system_prompt, "verifiers": recipe.verifiers,
-                    }, sort_keys=True, default=str)
-                    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-                    model = slug(eng.model) if eng.model else "default"
-                    name = f"{slug(ds.label)}__{eng.engine}-{model}__{cfg.strategy}__s{seed}__{digest}.jsonl"
-                    runs.append(PlannedRun(len(runs), eng, ds, cfg, seed, root / "runs" / name))
+        for ds, cfg in recipe.dataset_configs():
+            for seed in recipe.seeds:
+                key = json.dumps({
+                    "engine": [eng.engine, eng.model], "dataset": ds.identity(), "strategy": cfg.strategy,
+                    "params": cfg.params, "budget": cfg.budget.to_dict(), "seed": seed,
+                    "system_prompt": recipe.system_prompt, "verifiers": recipe.verifiers,
+                }, sort_keys=True, default=str)
+                digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+                model = slug(eng.model) if eng.model else "default"
+                name = f"{slug(ds.label)}__{eng.engine}-{model}__{cfg.strategy}__s{seed}__{digest}.jsonl"
+                runs.append(PlannedRun(len(runs), eng, ds, cfg, seed, root / "runs" / name))
     return runs
 
 

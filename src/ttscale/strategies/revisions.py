@@ -98,11 +98,14 @@ class RevisionsParams:
     aggregate: Aggregate = param("outcome", "outcome score, or step scores aggregated by last/min/prod/mean")
     revise_prompt: str = param(REVISE_PROMPT, "revision prompt with {problem} and {attempts}")
     attempt_prompt: str = param(ATTEMPT_PROMPT, "one previous attempt in the revision prompt: {index}, {text}")
+    logprobs: int = param(0, "top-k logprobs to request for every attempt (needed by the confidence verifier)")
 
     def __post_init__(self) -> None:
         for name in ("n", "history", "max_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.logprobs < 0:
+            raise ValueError(f"logprobs must be >= 0, got {self.logprobs}")
         if not self.ratio > 0 or math.isinf(self.ratio):
             raise ValueError(f"ratio must be a positive number, got {self.ratio}")
         check_template("revise_prompt", self.revise_prompt, ("problem", "attempts"))
@@ -116,7 +119,7 @@ def revise_request(ctx: Context, p: RevisionsParams, chain: Sequence[Candidate])
     attempts = "\n\n".join(p.attempt_prompt.format(index=first + i, text=c.text) for i, c in enumerate(shown))
     content = p.revise_prompt.format(problem=ctx.problem.question, attempts=attempts)
     return GenerationRequest(messages=with_user_content(ctx, content), temperature=p.temperature,
-                             top_p=p.top_p, max_tokens=p.max_tokens)
+                             top_p=p.top_p, max_tokens=p.max_tokens, logprobs=p.logprobs or None)
 
 
 async def _revise(ctx: Context, p: RevisionsParams, chain: list[Candidate]) -> Completion | None:
@@ -131,7 +134,8 @@ async def _revise(ctx: Context, p: RevisionsParams, chain: list[Candidate]) -> C
 async def revisions(problem: Problem, ctx: Context, p: RevisionsParams) -> Outcome:
     lengths = chain_shape(p.n, p.ratio)
     try:
-        firsts = await ctx.sample(len(lengths), temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens)
+        firsts = await ctx.sample(len(lengths), temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
+                                  logprobs=p.logprobs or None)
     except BudgetExhausted:
         firsts = []
     chains = [[c.with_(extra={"chain": i, "revision": 0})] for i, c in enumerate(firsts)]

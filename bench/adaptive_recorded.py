@@ -283,6 +283,7 @@ def sim_ours(labs: Sequence[int], toks: Sequence[int], g: Setting, options: int 
     lo = max(lo, options_min_samples(options))
     seen: list[int | None] = []
     n = 0
+    w: list[float] = []
     for lab in labs[:cap]:
         n += 1
         seen.append(lab if lab >= 0 else None)
@@ -296,7 +297,7 @@ def sim_ours(labs: Sequence[int], toks: Sequence[int], g: Setting, options: int 
             break
     if not gamma:
         return n, vote(labs[:n])
-    won = Tally.of(seen, length_weights(seen, toks[:n], gamma)).winner()
+    won = Tally.of(seen, w).winner()
     return n, -1 if won is None else won
 
 

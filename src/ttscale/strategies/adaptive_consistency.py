@@ -11,7 +11,7 @@ engine (answers come as ``Completion.answer_hint``). ``Outcome.extra`` holds ``s
 
 This module also holds :func:`sample_until`, the wave loop shared by the adaptive strategies, and
 ttscale's own rule ``adaptive_margin`` (see :func:`ttscale.strategies.stopping.margin_stop`): every
-answered sample votes with weight (mean generated tokens of the answered samples / its own)^w
+answered sample votes with weight min(2, (mean generated tokens of the answered samples / its own)^w)
 (``length_weight`` w = 1; 0 = plain votes); after at least ``min_samples`` (3) samples, stop when the
 leader leads the runner-up by ``margin`` (2.5) weighted votes; cap ``max_samples`` (24); answer = the
 heaviest class. When the answer space declares ``options`` (e.g. 4 for multiple choice; or the
@@ -58,6 +58,7 @@ async def sample_until(
     cands: list[Candidate] = []
     reason, stat = "max_samples", 0.0
     labels: list[int | None] = []
+    weights: list[float] = []
     try:
         temperature = await resolve_temperature(ctx, temperature)
     except BudgetExhausted:
@@ -84,7 +85,6 @@ async def sample_until(
         if d.stop:
             reason = d.reason
             break
-    weights = length_weights(labels, [c.completion_tokens for c in cands], length_weight)
     v = decide(cands, Tally.of(labels, weights if length_weight else None))
     extra = {"samples": len(cands), "stop_reason": reason, "stat": stat, "votes": v.votes}
     return Outcome(v.answer, v.chosen, cands, extra)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import betainc
 
+from ttscale.strategies.voting import Tally
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -181,12 +183,9 @@ def length_weights(labels: Sequence[int | None], tokens: Sequence[float], gamma:
 
 
 def weighted_votes(labels: Sequence[int | None], weights: Sequence[float]) -> list[float]:
-    """Summed weight per answer class, in order of first appearance (``None`` casts no vote)."""
-    out: dict[int, float] = {}
-    for lab, w in zip(labels, weights, strict=True):
-        if lab is not None:
-            out[lab] = out.get(lab, 0.0) + float(w)
-    return list(out.values())
+    """Summed weight per answer class, in order of first appearance (``None`` casts no vote): the
+    vote :class:`~ttscale.strategies.voting.Tally` counts, as the list the rules take."""
+    return list(Tally.of(labels, weights).weights.values())
 
 
 OPEN_ANSWERS = 0

@@ -72,12 +72,21 @@ def run(
     ray_actors: Annotated[int, typer.Option(help="Ray actors (engine replicas); 0: as many as fit")] = 0,
     ray_actor: Annotated[list[str] | None, typer.Option(
         "--ray-actor", help="Ray resources per actor key=value: num_cpus (default 1), num_gpus, memory")] = None,
+    stop_after: Annotated[str | None, typer.Option(
+        "--stop-after", help="start no new problem after this long (90m, 2h, 2h30m); problems in flight finish "
+        "and are saved, exit 75; rerun to resume. kill -USR1 PID does the same at once")] = None,
 ) -> None:
     """Run a strategy over a dataset; one JSON line per problem, resumable."""
     from ttscale.lab import run_command as rc
     from ttscale.lab.runner import results_lock
 
     signal.signal(signal.SIGTERM, rc.raise_terminated)  # SIGTERM stops like Ctrl-C (exit 143)
+    from ttscale.lab.stop_gate import cli_gate
+
+    if ray is not None and stop_after is not None:
+        raise TtscaleError("--stop-after is not supported with --ray yet; stop a Ray run with Ctrl-C or SIGTERM "
+                           "(finished problems are kept)")
+    gate = cli_gate(stop_after)  # the clock starts with the command, model loading included
     strategy, params, verifiers, vparams = rc.default_strategy(
         engine, strategy, parse_kv(param, "--param"), list(verifier or []),
         parse_kv(verifier_param, "--verifier-param"), say=lambda m: console.print(m, highlight=False))
@@ -115,7 +124,7 @@ def run(
     with results_lock(out):  # before the model loads: a second run on the same file stops here
         rc.check_resume_early(out, spec, checked, ds, no_grade=no_grade)
         summary = rc.execute(spec, ds, out, no_grade=no_grade, concurrency=concurrency, progress=progress,
-                             progress_every=progress_every, console=console)
+                             progress_every=progress_every, console=console, gate=gate)
     _print_run_summary(summary, out, summary.replicas)
 
 
@@ -144,6 +153,12 @@ def _print_run_summary(summary: Any, out: Path, stats: list[dict[str, Any]] | No
         what = "terminated" if summary.terminated else "interrupted"
         err_console.print(f"{what}: finished problems are saved; rerun the same command to resume")
         raise typer.Exit(143 if summary.terminated else 130)
+    if getattr(summary, "stopped", None) and summary.left:
+        from ttscale.lab.stop_gate import EXIT_STOPPED
+
+        err_console.print(f"stopped by {summary.stopped}: {summary.left} problems not started, the ones in flight were "
+                          "finished and saved; rerun the same command to resume")
+        raise typer.Exit(EXIT_STOPPED)
 
 
 def _print_gain(out: Path) -> None:

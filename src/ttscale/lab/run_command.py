@@ -27,6 +27,7 @@ from ttscale.core.io import jsonable, slug
 from ttscale.core.protocols import Engine, replica_stats
 from ttscale.datasets import ANSWER_FIELDS, Dataset, load_dataset, make_grader
 from ttscale.lab.runner import RunSummary, check_resume
+from ttscale.lab.stop_gate import StopGate
 
 DEFAULT_PROBLEMS = ("gsm_symbolic-00", "gsm_symbolic-04", "gsm_symbolic-06", "gsm_symbolic-07", "gsm_symbolic-09",
                     "gsm_symbolic-12")
@@ -254,7 +255,7 @@ def raise_terminated(signum: int, frame: Any) -> None:
 
 
 def execute(spec: RunSpec, ds: Dataset, out: Path, *, no_grade: bool, concurrency: int, progress: bool,
-            progress_every: float, console: Console) -> RunSummary:
+            progress_every: float, console: Console, gate: StopGate | None = None) -> RunSummary:
     """Load the engines, run, close them. While running, SIGTERM cancels the problems in flight
     like Ctrl-C (``summary.terminated``); outside the loop :func:`raise_terminated` handles it."""
     from ttscale.datasets.code import code_runtime
@@ -274,7 +275,7 @@ def execute(spec: RunSpec, ds: Dataset, out: Path, *, no_grade: bool, concurrenc
             system_prompt=spec.system_prompt, concurrency=concurrency, verifiers=verifiers,
             make_verifier=lambda n: make_verifier(n, eng), progress=progress, engines=extra,
             fingerprint=fingerprint(spec, ds, no_grade=no_grade), progress_interval_s=progress_every,
-            console=console, executor=code.executor if code is not None else None,
+            console=console, executor=code.executor if code is not None else None, gate=gate,
         )
         console.print(f"[bold]ttscale run[/]: {spec.strategy} on {ds.name} ({len(ds.problems)} problems) "
                       f"with {eng.name}:{eng.model} -> {out}", soft_wrap=True)

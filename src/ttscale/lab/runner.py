@@ -9,6 +9,8 @@
 - One writer per results file: ``<out>.lock`` is held (``filelock``) while a run writes; a second
   run on the same file is refused at once.
 - Ctrl-C (or SIGTERM, from the CLI) cancels the problems in flight; everything finished stays on disk.
+- A :class:`~ttscale.lab.stop_gate.StopGate` stops gracefully instead: once it closes (``--stop-after``,
+  SIGUSR1) no new problem starts and the ones in flight finish and are saved.
 - Progress (:mod:`ttscale.lab.progress`) counts tokens as engines stream them.
 """
 
@@ -35,6 +37,7 @@ from ttscale.core.io import jsonable
 from ttscale.core.protocols import AnswerSpace, Engine, Grader, Verifier
 from ttscale.core.types import Problem, Result
 from ttscale.lab.progress import RunProgress
+from ttscale.lab.stop_gate import StopGate
 from ttscale.strategies.base import Outcome, load_strategies
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -64,6 +67,10 @@ class RunSummary:
     interrupted: bool = False
     terminated: bool = False  # stopped by SIGTERM (the CLI exits 143)
     errors: list[str] = field(default_factory=list)
+    stopped: str | None = None
+    """Why a stop gate ended the run with problems left (``--stop-after ...``, SIGUSR1); None otherwise."""
+    left: int = 0
+    """Problems not started because the stop gate closed (rerun to do them)."""
     replicas: list[dict[str, Any]] = field(default_factory=list)
     """Per-replica counters of a pool engine (or of Ray actors), for the end-of-run report."""
 
@@ -201,11 +208,13 @@ class Runner:
         progress_interval_s: float = 15.0,
         console: Console | None = None,
         executor: CodeExecutor | None = None,
+        gate: StopGate | None = None,
     ) -> None:
         """``progress``: True/"auto" (a live bar on a terminal, plain lines every
         ``progress_interval_s`` otherwise), "bar", "lines", or False/"off". ``fingerprint``: more
         settings that change results (dataset, model file, engine options...), stored in every
-        record and compared on resume together with the runner's own."""
+        record and compared on resume together with the runner's own. ``gate``: once it closes, problems
+        not yet started are left for a rerun (``summary.left``, ``summary.stopped``)."""
         entry = load_strategies().get(strategy)
         self.entry = entry
         self.params = entry.make_params(params or {})
@@ -226,6 +235,7 @@ class Runner:
         self.extra_fingerprint = dict(fingerprint or {})
         self.live = LiveTally()
         self.executor = executor
+        self.gate = gate
 
     @property
     def params_dict(self) -> dict[str, Any]:
@@ -336,8 +346,14 @@ class Runner:
             if self.on_result is not None:
                 self.on_result(res)
 
+        gate = self.gate
+
         async def one(p: Problem) -> None:
             async with sem:
+                if gate is not None and gate.closed():
+                    summary.left += 1
+                    summary.stopped = gate.reason
+                    return
                 res = await self.solve(p)
             record(res)
 

@@ -31,7 +31,8 @@ from ttscale.core.errors import ConfigError
 from ttscale.core.io import read_jsonl, read_parquet, slug
 from ttscale.core.protocols import AnswerSpace, Engine, Verifier
 from ttscale.lab.recipe import DatasetSpec, EngineSpec, Recipe, RunConfig, Subsample, config_label
-from ttscale.lab.runner import RunSummary, read_results
+from ttscale.lab.runner import RunSummary, one_per_problem, read_results
+from ttscale.lab.stop_gate import StopGate
 from ttscale.strategies.voting import Tally
 
 COLUMNS: tuple[str, ...] = (
@@ -382,6 +383,8 @@ class SweepResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     table_paths: tuple[Path, Path] | None = None
     interrupted: bool = False
+    stopped: str | None = None
+    """Why a stop gate (``--stop-after``, SIGUSR1) ended the sweep with work left; None otherwise."""
 
 
 def load_datasets(recipe: Recipe) -> dict[str, Any]:
@@ -398,11 +401,23 @@ def load_datasets(recipe: Recipe) -> dict[str, Any]:
     return out
 
 
+def _all_done(runs: Sequence[PlannedRun], datasets: Mapping[str, Any]) -> bool:
+    """Whether every planned run's results file holds all of its dataset's problems."""
+    for r in runs:
+        want = {p.id for p in datasets[r.dataset.label].problems}
+        have = {str(x["problem_id"]) for x in one_per_problem(read_results(r.path)[0])} if r.path.exists() else set()
+        if not want <= have:
+            return False
+    return True
+
+
 async def execute(recipe: Recipe, runs: Sequence[PlannedRun], datasets: Mapping[str, Any], *,
                   engine_factory: EngineFactory = default_engine_factory, progress: bool = True,
-                  on_run: Callable[[PlannedRun], None] | None = None) -> tuple[dict[int, RunSummary], bool]:
+                  on_run: Callable[[PlannedRun], None] | None = None,
+                  gate: StopGate | None = None) -> tuple[dict[int, RunSummary], bool]:
     """Run every planned run (resuming each from its file); returns the runner summaries by plan
-    index and whether the sweep was interrupted. Each engine is built once and closed at the end."""
+    index and whether the sweep was interrupted. Each engine is built once and closed at the end.
+    Once ``gate`` closes, no run and no problem starts (the gate's ``reason`` says why)."""
     from ttscale.datasets import make_grader
     from ttscale.datasets.code import code_runtime
     from ttscale.lab.runner import DEFAULT_SYSTEM_PROMPT, Runner
@@ -413,7 +428,7 @@ async def execute(recipe: Recipe, runs: Sequence[PlannedRun], datasets: Mapping[
     answers = MathAnswers()
     for spec in recipe.engines:
         mine = [r for r in runs if r.engine == spec]
-        if not mine:
+        if not mine or (gate is not None and gate.closed()):
             continue
         eng = engine_factory(spec)
         if recipe.cache is not None:
@@ -434,6 +449,8 @@ async def execute(recipe: Recipe, runs: Sequence[PlannedRun], datasets: Mapping[
         try:
             configured = {name: verifier(name) for name in recipe.verifiers}
             for run in mine:
+                if gate is not None and gate.closed():
+                    break
                 ds = datasets[run.dataset.label]
                 if on_run is not None:
                     on_run(run)
@@ -445,6 +462,7 @@ async def execute(recipe: Recipe, runs: Sequence[PlannedRun], datasets: Mapping[
                     answers=code.answers if code else answers, grader=make_grader(ds), budget=run.config.budget,
                     seed=run.seed, system_prompt=system, concurrency=recipe.concurrency, verifiers=configured,
                     make_verifier=verifier, progress=progress, executor=code.executor if code else None,
+                    gate=gate,
                 )
                 hits = getattr(eng, "hits", 0)
                 summary = await runner.run(ds.problems, run.path)
@@ -464,9 +482,14 @@ async def execute(recipe: Recipe, runs: Sequence[PlannedRun], datasets: Mapping[
 def run_sweep(recipe: Recipe, *, out: Path | None = None, table_only: bool = False, progress: bool = True,
               engine_factory: EngineFactory = default_engine_factory,
               on_run: Callable[[PlannedRun], None] | None = None,
-              executor: Callable[..., tuple[dict[int, RunSummary], bool]] | None = None) -> SweepResult:
+              executor: Callable[..., tuple[dict[int, RunSummary], bool]] | None = None,
+              gate: StopGate | None = None) -> SweepResult:
     """Run (or, with ``table_only``, only tabulate) a sweep, then write its table. ``executor``
-    replaces the in-process execution (``ttscale sweep --ray``: :func:`ttscale.lab.ray_run.sweep_executor`)."""
+    replaces the in-process execution (``ttscale sweep --ray``: :func:`ttscale.lab.ray_run.sweep_executor`).
+    ``gate`` (:mod:`ttscale.lab.stop_gate`) stops it gracefully; the table is still written."""
+    if executor is not None and gate is not None and gate.deadline is not None:
+        raise ConfigError("a stop deadline (--stop-after) is not supported with --ray yet; stop a Ray sweep "
+                          "with Ctrl-C or SIGTERM (finished problems are kept)")
     root = Path(out) if out is not None else recipe.out
     runs = plan(recipe, root)
     datasets = load_datasets(recipe)
@@ -478,10 +501,13 @@ def run_sweep(recipe: Recipe, *, out: Path | None = None, table_only: bool = Fal
                                                                 on_run=on_run)
             else:
                 result.summaries, result.interrupted = asyncio.run(
-                    execute(recipe, runs, datasets, engine_factory=engine_factory, progress=progress, on_run=on_run)
+                    execute(recipe, runs, datasets, engine_factory=engine_factory, progress=progress, on_run=on_run,
+                            gate=gate)
                 )
         except KeyboardInterrupt:
             result.interrupted = True
+        if gate is not None and gate.reason is not None and not result.interrupted and not _all_done(runs, datasets):
+            result.stopped = gate.reason
     elif not any(r.path.exists() for r in runs):
         raise ConfigError(f"no results of this recipe under {root / 'runs'}; run the sweep first "
                           f"(ttscale sweep {recipe.source})")

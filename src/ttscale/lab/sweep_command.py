@@ -26,16 +26,21 @@ def sweep_command(
     ray_actors: Annotated[int, typer.Option(help="Ray actors (engine replicas) per engine; 0: as many as fit")] = 0,
     ray_actor: Annotated[list[str] | None, typer.Option(
         "--ray-actor", help="Ray resources per actor key=value: num_cpus (default 1), num_gpus, memory")] = None,
+    stop_after: Annotated[str | None, typer.Option(
+        "--stop-after", help="start no new problem after this long (90m, 2h, 2h30m); problems in flight finish "
+        "and are saved, the table is written, exit 75; rerun to resume. kill -USR1 PID does the same at once")] = None,
 ) -> None:
     """Run a sweep recipe (resumable: rerun it to continue), then write <out>/table.{jsonl,parquet}."""
     from ttscale.core.errors import ConfigError
     from ttscale.lab.recipe import load_recipe
     from ttscale.lab.runner import read_results
+    from ttscale.lab.stop_gate import EXIT_STOPPED, cli_gate
     from ttscale.lab.sweep import PlannedRun, derived_config, plan, run_sweep, summarize_by_seed
 
     console = Console(width=None if sys.stdout.isatty() else 200)
     if dry_run and table_only:
         raise ConfigError("--dry-run and --table-only exclude each other")
+    gate = cli_gate(stop_after)  # the clock starts with the command, model loading included
     rec = load_recipe(recipe)
     runs = plan(rec, out)
     root = out if out is not None else rec.out
@@ -71,7 +76,8 @@ def sweep_command(
         from ttscale.lab.ray_run import RaySettings, sweep_executor
 
         executor = sweep_executor(RaySettings.parse(ray, ray_actors, parse_kv(ray_actor, "--ray-actor")))
-    res = run_sweep(rec, out=out, table_only=table_only, progress=progress, on_run=announce, executor=executor)
+    res = run_sweep(rec, out=out, table_only=table_only, progress=progress, on_run=announce, executor=executor,
+                    gate=None if table_only else gate)
 
     t = Table(title=f"sweep {rec.name} (means per problem)")
     for col in ("dataset", "model", "config", "seed", "problems", "accuracy", "gen tok", "gens"):
@@ -89,3 +95,7 @@ def sweep_command(
     if res.interrupted:
         Console(stderr=True).print("interrupted: finished problems are saved; rerun the same command to resume")
         raise typer.Exit(130)
+    if res.stopped:
+        Console(stderr=True).print(f"stopped by {res.stopped}: no new problem was started after it, the ones in "
+                                   "flight were finished and saved; rerun the same command to resume")
+        raise typer.Exit(EXIT_STOPPED)

@@ -8,9 +8,9 @@ import time
 
 import pytest
 import yaml
-from test_sweep import SCRIPT, Engines, recipe_dict
 from typer.testing import CliRunner
 
+from test_sweep import SCRIPT, Engines, recipe_dict
 from ttscale.cli import app
 from ttscale.core.errors import ConfigError
 from ttscale.core.types import Problem

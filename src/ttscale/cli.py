@@ -79,10 +79,9 @@ def run(
     """Run a strategy over a dataset; one JSON line per problem, resumable."""
     from ttscale.lab import run_command as rc
     from ttscale.lab.runner import results_lock
-
-    signal.signal(signal.SIGTERM, rc.raise_terminated)  # SIGTERM stops like Ctrl-C (exit 143)
     from ttscale.lab.stop_gate import cli_gate
 
+    signal.signal(signal.SIGTERM, rc.raise_terminated)  # SIGTERM stops like Ctrl-C (exit 143)
     if ray is not None and stop_after is not None:
         raise TtscaleError("--stop-after is not supported with --ray yet; stop a Ray run with Ctrl-C or SIGTERM "
                            "(finished problems are kept)")
@@ -153,7 +152,7 @@ def _print_run_summary(summary: Any, out: Path, stats: list[dict[str, Any]] | No
         what = "terminated" if summary.terminated else "interrupted"
         err_console.print(f"{what}: finished problems are saved; rerun the same command to resume")
         raise typer.Exit(143 if summary.terminated else 130)
-    if getattr(summary, "stopped", None) and summary.left:
+    if summary.left:  # a stop gate closed with problems not started
         from ttscale.lab.stop_gate import EXIT_STOPPED
 
         err_console.print(f"stopped by {summary.stopped}: {summary.left} problems not started, the ones in flight were "

@@ -405,7 +405,7 @@ def _all_done(runs: Sequence[PlannedRun], datasets: Mapping[str, Any]) -> bool:
     """Whether every planned run's results file holds all of its dataset's problems."""
     for r in runs:
         want = {p.id for p in datasets[r.dataset.label].problems}
-        have = {str(x["problem_id"]) for x in one_per_problem(read_results(r.path)[0])} if r.path.exists() else set()
+        have = {str(x["problem_id"]) for x in one_per_problem(read_results(r.path)[0])}
         if not want <= have:
             return False
     return True

@@ -94,7 +94,8 @@ def markdown(cfgs: list[dict[str, Any]], pass1: dict[str, float], passk: dict[st
     for c in cfgs:
         lo, hi = c["acc_ci"]
         glo, ghi = c["gain_ci"]
-        lines.append(f"| {c['method']} | {c['n']} | {c['accuracy']:.1%} ({lo:.1%} – {hi:.1%}) | "
+        method = c["method"] if c["problems"] == len(pass1) else f"{c['method']} ({c['problems']} of {len(pass1)} problems)"
+        lines.append(f"| {method} | {c['n']} | {c['accuracy']:.1%} ({lo:.1%} – {hi:.1%}) | "
                      f"{100 * c['gain']:+.1f} ({100 * glo:+.1f} – {100 * ghi:+.1f}) | {c['gen_tokens']:.0f} | "
                      f"{c['prompt_tokens']:.0f} |")
     lines.append("")
@@ -122,7 +123,8 @@ def figure(cfgs: list[dict[str, Any]], pass1: dict[str, float], passk: dict[str,
         err = [[p[1] - 100 * p[2]["acc_ci"][0] for p in pts], [100 * p[2]["acc_ci"][1] - p[1] for p in pts]]
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=m)
         for x, y, c in pts:
-            ax.annotate(f"N={c['n']}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+            part = "" if c["problems"] == len(pass1) else f" ({c['problems']}/{len(pass1)})"
+            ax.annotate(f"N={c['n']}{part}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("generated tokens per problem (log)")
     ax.set_ylabel("HumanEval accuracy, % (gold tests)")
@@ -146,7 +148,8 @@ def main() -> None:
     if args.figure:
         figure(cfgs, pass1, passk, Path(args.figure), f"{rows[0]['engine']}:{rows[0]['model']}")
         print(f"figure: {args.figure}")
-    at8 = [c for c in cfgs if c["n"] == 8 and c["method"] != "greedy"]
+    # only configurations graded on every problem compete for "best" (a partial run is not comparable)
+    at8 = [c for c in cfgs if c["n"] == 8 and c["method"] != "greedy" and c["problems"] == len(pass1)]
     best = max(at8, key=lambda c: c["accuracy"]) if at8 else max(cfgs, key=lambda c: c["accuracy"])
     greedy = next((c["accuracy"] for c in cfgs if c["method"] == "greedy"), float("nan"))
     print(f"RESULT best={best['method']}@{best['n']} best_acc={best['accuracy']:.3f} "

@@ -78,7 +78,7 @@ def summarize(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[st
         acc = [float(bool(per[p]["correct"])) for p in pids]
         gain = [acc[i] - pass1[p] for i, p in enumerate(pids)]
         out.append({
-            "method": method, "n": n, "problems": len(pids), "accuracy": fmean(acc), "acc_ci": boot_ci(acc, rng),
+            "method": method, "n": n, "problems": len(pids), "complete": len(pids) == len(pass1), "accuracy": fmean(acc), "acc_ci": boot_ci(acc, rng),
             "gain": fmean(gain), "gain_ci": boot_ci(gain, rng),
             "gen_tokens": fmean(per[p]["generated_tokens"] for p in pids),
             "prompt_tokens": fmean(per[p]["prompt_tokens"] for p in pids),
@@ -94,7 +94,7 @@ def markdown(cfgs: list[dict[str, Any]], pass1: dict[str, float], passk: dict[st
     for c in cfgs:
         lo, hi = c["acc_ci"]
         glo, ghi = c["gain_ci"]
-        method = c["method"] if c["problems"] == len(pass1) else f"{c['method']} ({c['problems']} of {len(pass1)} problems)"
+        method = c["method"] if c["complete"] else f"{c['method']} ({c['problems']} of {len(pass1)} problems)"
         lines.append(f"| {method} | {c['n']} | {c['accuracy']:.1%} ({lo:.1%} – {hi:.1%}) | "
                      f"{100 * c['gain']:+.1f} ({100 * glo:+.1f} – {100 * ghi:+.1f}) | {c['gen_tokens']:.0f} | "
                      f"{c['prompt_tokens']:.0f} |")
@@ -117,7 +117,7 @@ def figure(cfgs: list[dict[str, Any]], pass1: dict[str, float], passk: dict[str,
             label="pass@k (oracle)")
     ax.axhline(100 * fmean(pass1.values()), color="grey", ls="--", lw=1, label="sampled pass@1")
     # a run graded on only some problems would sit on an easier subset: it stays in the table, not here
-    cfgs = [c for c in cfgs if c["problems"] == len(pass1)]
+    cfgs = [c for c in cfgs if c["complete"]]
     methods = sorted({c["method"] for c in cfgs})
     for m in methods:
         pts = sorted((c["gen_tokens"], 100 * c["accuracy"], c) for c in cfgs if c["method"] == m)
@@ -150,7 +150,7 @@ def main() -> None:
         figure(cfgs, pass1, passk, Path(args.figure), f"{rows[0]['engine']}:{rows[0]['model']}")
         print(f"figure: {args.figure}")
     # only configurations graded on every problem compete for "best" (a partial run is not comparable)
-    at8 = [c for c in cfgs if c["n"] == 8 and c["method"] != "greedy" and c["problems"] == len(pass1)]
+    at8 = [c for c in cfgs if c["n"] == 8 and c["method"] != "greedy" and c["complete"]]
     best = max(at8, key=lambda c: c["accuracy"]) if at8 else max(cfgs, key=lambda c: c["accuracy"])
     greedy = next((c["accuracy"] for c in cfgs if c["method"] == "greedy"), float("nan"))
     print(f"RESULT best={best['method']}@{best['n']} best_acc={best['accuracy']:.3f} "

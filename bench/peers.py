@@ -176,7 +176,7 @@ async def run_ttscale(spec: Spec, problems: list[Problem], ds: Dataset, ep: Endp
         key = f"sk-{spec.key}~{p.id}"
         async with sem:
             eng = make_engine("openai", ep.model, {"base_url": ep.url, "api_key": key, "max_retries": 2,
-                                                   "timeout_s": 3600.0})
+                                                   "read_timeout_s": 3600.0, "deadline_s": 0.0})
             t0 = time.monotonic()
             try:
                 runner = Runner(engine=eng, strategy=spec.params["strategy"], params=params, answers=MathAnswers(),

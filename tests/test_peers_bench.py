@@ -110,3 +110,36 @@ def test_pareto_keeps_only_undominated_points_by_tokens() -> None:
     pts = pts[:4]
     assert [p.label for p in pareto(pts)] == ["a", "c"]
     assert json.dumps([p.label for p in pareto([])]) == "[]"
+
+
+def test_run_ttscale_charges_each_problem_its_endpoint_tokens_and_grades_it() -> None:
+    """ttscale's side of the bench, through the meter on a scripted upstream: every problem gets
+    one row with the graded answer and exactly the tokens the endpoint served for its key."""
+    import argparse
+    import asyncio
+
+    from peers import Spec, run_ttscale
+
+    from ttscale.core.types import Problem
+    from ttscale.datasets import Dataset
+
+    meter = Meter()
+    app = create_app(ServeConfig(), engine=ScriptedEngine(lambda req, k: "so \\boxed{7}", model=MODEL))
+    problems = (Problem(id="p1", prompt="3 + 4 = ?", answer="7"), Problem(id="p2", prompt="4 + 4 = ?", answer="8"))
+    ds = Dataset(name="tiny", problems=problems)
+    rows: list[dict] = []
+    with serve_in_thread(app) as upstream, serve_in_thread(meter_app(upstream, meter=meter)) as url:
+        ep = argparse.Namespace(url=url, model=MODEL,
+                                tokens=lambda key: (meter.tally(key).prompt_tokens, meter.tally(key).completion_tokens))
+        spec = Spec("ttscale", "self_consistency", 2,
+                    {"strategy": "self_consistency", "n": 2, "max_tokens": 8, "temperature": 0.7})
+        asyncio.run(run_ttscale(spec, list(problems), ds, ep, argparse.Namespace(concurrency=2, seed=0),  # type: ignore[arg-type]
+                                set(), rows.append))
+    by_id = {r["id"]: r for r in rows}
+    assert set(by_id) == {"p1", "p2"}
+    assert [by_id[i]["error"] for i in ("p1", "p2")] == [None, None]
+    assert (by_id["p1"]["correct"], by_id["p2"]["correct"]) == (True, False)
+    for pid in ("p1", "p2"):
+        served = meter.tally(f"sk-{spec.key}~{pid}")
+        assert served.requests >= 1 and served.completion_tokens == 2 * 2  # n=2 replies of 2 words
+        assert (by_id[pid]["prompt_tokens"], by_id[pid]["completion_tokens"]) == (served.prompt_tokens, 4)

@@ -3,6 +3,8 @@ scripted ``ttscale serve``, and the frontier / RESULT computation."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -11,12 +13,15 @@ import httpx
 import openai
 import pytest
 
+from ttscale.core.types import Problem
+from ttscale.datasets import Dataset
 from ttscale.engines.scripted import ScriptedEngine
 from ttscale.serve import ServeConfig, create_app
 from ttscale.serve.command import serve_in_thread
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+from peers import Spec, run_ttscale
 from peers_report import Point, markdown_table, pareto, summarise, verdict, wilson
 from token_meter import Meter, meter_app
 
@@ -115,14 +120,6 @@ def test_pareto_keeps_only_undominated_points_by_tokens() -> None:
 def test_run_ttscale_charges_each_problem_its_endpoint_tokens_and_grades_it() -> None:
     """ttscale's side of the bench, through the meter on a scripted upstream: every problem gets
     one row with the graded answer and exactly the tokens the endpoint served for its key."""
-    import argparse
-    import asyncio
-
-    from peers import Spec, run_ttscale
-
-    from ttscale.core.types import Problem
-    from ttscale.datasets import Dataset
-
     meter = Meter()
     app = create_app(ServeConfig(), engine=ScriptedEngine(lambda req, k: "so \\boxed{7}", model=MODEL))
     problems = (Problem(id="p1", prompt="3 + 4 = ?", answer="7"), Problem(id="p2", prompt="4 + 4 = ?", answer="8"))

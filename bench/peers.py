@@ -50,6 +50,7 @@ from ttscale.verifiers.math_answers import MathAnswers
 HERE = Path(__file__).resolve().parent
 PEER_PINS = ("its-hub[lm]==1.2.0", "optillm==0.4.0")
 DEFAULT_VENV = Path.home() / ".cache" / "ttscale" / "peers-venv"
+POLL_S = 5.0  # how often a running peer worker's finished problems are saved
 MAX_STEPS = 8  # step-search rounds, for ttscale's and its_hub's beam search / particle filtering
 
 
@@ -256,20 +257,56 @@ async def run_peer(spec: Spec, problems: list[Problem], ds: Dataset, ep: Endpoin
            "--system-prompt", DEFAULT_SYSTEM_PROMPT, "--max-tokens", str(a.max_tokens),
            "--temperature", str(a.temperature), "--seed", str(a.seed), "--concurrency", str(a.concurrency),
            "--max-steps", str(MAX_STEPS)]
-    with (work / f"{spec.key}.worker.log").open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(*cmd, stdout=log, stderr=log)
-        await proc.wait()
-    if proc.returncode is not None and proc.returncode < 0:  # stopped from outside: no result, rerun later
-        raise RuntimeError(f"{spec.label}: worker killed by signal {-proc.returncode}; rerun to resume")
-    got = {r["id"]: r for r in read_jsonl(raw)} if raw.exists() else {}
     grader, answers = make_grader(ds), MathAnswers()
-    for p in todo:
-        r = got.get(p.id) or {"text": "", "error": f"worker exited {proc.returncode} without an answer", "wall_s": 0}
+    by_id = {p.id: p for p in todo}
+    saved: set[str] = set()
+
+    async def save(r: dict[str, Any]) -> None:
+        """One finished problem: grade it and charge it the endpoint's count for its key (final, since
+        the worker writes a problem's line only after all of its calls have returned)."""
+        p = by_id[r["id"]]
         ans = answers.extract(r.get("text") or "")
         correct = await grader.grade(p, ans)
         pt, ct = ep.tokens(f"sk-{spec.key}~{p.id}")
         write({"id": p.id, "answer": ans, "correct": bool(correct), "error": r.get("error"), "prompt_tokens": pt,
                "completion_tokens": ct, "wall_s": r.get("wall_s", 0)})
+        saved.add(p.id)
+
+    async def ingest() -> None:
+        for r in finished_lines(raw):
+            if r.get("id") in by_id and r["id"] not in saved:
+                await save(r)
+
+    with (work / f"{spec.key}.worker.log").open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=log, stderr=log)
+        try:
+            while True:  # save problems as the worker finishes them, so that a stopped run keeps them
+                try:
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=POLL_S)
+                    break
+                except TimeoutError:
+                    await ingest()
+        finally:
+            if proc.returncode is None:  # the bench itself is stopping: do not leave the worker behind
+                proc.kill()
+                await proc.wait()
+    await ingest()
+    if proc.returncode is not None and proc.returncode < 0:  # stopped from outside: rerun to resume the rest
+        raise RuntimeError(f"{spec.label}: worker killed by signal {-proc.returncode} after {len(saved)} of "
+                           f"{len(todo)} problems; rerun to resume")
+    for p in todo:
+        if p.id not in saved:
+            await save({"id": p.id, "text": "", "error": f"worker exited {proc.returncode} without an answer",
+                        "wall_s": 0})
+
+
+def finished_lines(path: Path) -> list[dict[str, Any]]:
+    """The complete JSON lines of a file another process is still appending to (a last line without
+    its newline is being written and is left for the next read)."""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
 
 
 async def run_method(spec: Spec, problems: list[Problem], ds: Dataset, ep: Endpoint, a: argparse.Namespace,
@@ -364,6 +401,19 @@ over the sessions that ran it (a killed session's time is lost, so a resumed met
 Peer points that no ttscale point matches (>= accuracy with <= tokens): {lost}.
 Methods not finished in this run (left out of the table): {unfinished}.
 
+## How ttscale was run
+
+- Through its `openai` engine on the same endpoint, one API key per problem, with the same system
+  prompt, max tokens and temperature. `self_consistency`: N samples, majority over equivalent answers.
+  `best_of_n_judge`: N samples, the highest `llm_judge` P(yes) wins (the judge is the same model, one
+  1-token call with logprobs per sample). `weighted_confidence`: N samples with top-20 logprobs, votes
+  weighted by the `confidence` verifier (no extra calls). `beam_search_judge`: step-level beam search
+  (width 2, steps at a blank line) with `llm_judge` scoring each new step.
+- `adaptive_consistency`: Adaptive-Consistency's Beta rule (threshold 0.95) with at most N samples in
+  waves of 2. At N = 4 the Beta rule cannot fire (it needs 4 unanimous votes), so what saves tokens is
+  its cap-aware stop: once the samples left cannot change the majority (2 agreeing samples of 4, ties
+  going to the answer seen first) it stops, with the answer that all N samples would have given.
+
 ## How the peers were run
 
 - **its_hub 1.2.0** (`its-hub[lm]`, its own venv): `OpenAICompatibleLanguageModel` on the endpoint
@@ -387,8 +437,10 @@ Methods not finished in this run (left out of the table): {unfinished}.
 {command}
 ```
 
-Results are resumable per method (`--out-dir`, one `<method>.jsonl` + `.meta.json` each); rerunning the
-same command skips finished methods. `--methods` picks methods by label prefix.
+Results are resumable (`--out-dir`, one `<method>.jsonl` + `.meta.json` each); rerunning the same command
+skips finished methods and, for ttscale's methods, finished problems. A peer method runs whole (its
+worker's token counts live in the endpoint), so stopping one mid-way loses its partial work.
+`--methods` picks methods by label prefix, in the order given.
 """
 
 

@@ -23,6 +23,7 @@ from ttscale.strategies.stopping import (
     bayes_factor,
     best_of_infinity_stop,
     length_weights,
+    majority_decided,
     margin_stop,
     mc_rng,
     options_min_samples,
@@ -169,9 +170,66 @@ async def test_adaptive_consistency_exact_sample_counts():
     # 7, then 5 x 5 (after "7": [1,1] ... [5,1] at 6 samples: 1 - I(6,2) = 0.9375; [6,1] = 0.965)
     out, _ = await run("adaptive_consistency", {}, scripted(["7"] + ["5"] * 50))
     assert out.answer == "5" and out.extra["samples"] == 7
-    # alternating answers never settle: the cap stops it; tie goes to the first seen
+    # alternating answers never settle: the cap stops it
+    out, _ = await run("adaptive_consistency", {"max_samples": 11}, scripted(["7", "5"] * 30))
+    assert out.extra == {**out.extra, "samples": 11, "stop_reason": "max_samples"} and out.answer == "7"
+    # with a cap of 10, 5-4 after 9 is decided: a 5-5 tie would go to "7", seen first
     out, _ = await run("adaptive_consistency", {"max_samples": 10}, scripted(["7", "5"] * 30))
-    assert out.extra == {**out.extra, "samples": 10, "stop_reason": "max_samples"} and out.answer == "7"
+    assert out.extra == {**out.extra, "samples": 9, "stop_reason": "decided"} and out.answer == "7"
+
+
+def test_majority_decided_is_exact_under_first_seen_ties():
+    assert majority_decided([2], 2)  # 2 left: a new answer can only tie, and a tie goes to the leader
+    assert not majority_decided([2], 3)
+    assert not majority_decided([1, 1], 2)
+    assert majority_decided([3, 1], 2) and not majority_decided([3, 1], 3)  # 3-3 goes to the leader, seen first
+    assert not majority_decided([1, 3], 2)  # 3-3 would go to the first-seen rival
+    assert majority_decided([1, 3], 1)
+    assert not majority_decided([], 0) and not majority_decided([0.0], 0)
+    assert majority_decided([1], 0)
+
+
+def test_decided_stop_returns_the_full_budget_answer_for_fewer_samples():
+    """Property: with the Beta test switched off (threshold 1), stopping when the majority is decided
+    gives exactly the first-seen-tie majority over all ``max_samples``, on random answer streams."""
+    rng = np.random.default_rng(0)
+    saved = 0
+    for _ in range(400):
+        m = int(rng.integers(2, 9))
+        stream = [int(x) for x in rng.choice(3, size=m, p=[0.6, 0.3, 0.1])]
+        counts: dict[int, int] = {}
+        k = 0
+        while k < m:
+            counts[stream[k]] = counts.get(stream[k], 0) + 1
+            k += 1
+            if adaptive_consistency_stop(list(counts.values()), k, threshold=1.0, max_samples=m):
+                break
+        full: dict[int, int] = {}
+        for a in stream:
+            full[a] = full.get(a, 0) + 1
+        want = max(full, key=lambda a: (full[a], -stream.index(a)))
+        got = max(counts, key=lambda a: (counts[a], -stream.index(a)))
+        assert got == want
+        saved += m - k
+    assert saved > 300  # and it does stop early, often
+
+
+async def test_adaptive_consistency_small_cap_stops_when_decided():
+    # at most 4 in waves of 2: the Beta test cannot fire, but 2 agreeing samples settle a 4-sample vote
+    eng = scripted(["5"] * 10)
+    out, ctx = await run("adaptive_consistency", {"max_samples": 4, "batch": 2}, eng)
+    assert (out.answer, out.extra["samples"], out.extra["stop_reason"]) == ("5", 2, "decided")
+    assert [c.n for c in eng.calls] == [2] and ctx.meter.snapshot().generations == 2
+    out, _ = await run("adaptive_consistency", {"max_samples": 4, "batch": 2}, scripted(["5", "7", "7", "5"]))
+    assert (out.answer, out.extra["samples"], out.extra["stop_reason"]) == ("5", 4, "max_samples")
+    out, _ = await run("adaptive_consistency", {"max_samples": 4, "batch": 1}, scripted(["7", "5", "7", "5"]))
+    assert (out.answer, out.extra["samples"], out.extra["stop_reason"]) == ("7", 3, "decided")
+    # 5, 7, 7: a fourth "5" would tie 2-2 and win as the first seen, so it must draw the fourth
+    out, _ = await run("adaptive_consistency", {"max_samples": 4, "batch": 1}, scripted(["5", "7", "7", "7"]))
+    assert (out.answer, out.extra["samples"], out.extra["stop_reason"]) == ("7", 4, "max_samples")
+    out, _ = await run("adaptive_consistency", {"max_samples": 4, "batch": 2, "min_samples": 4},
+                       scripted(["5"] * 10))
+    assert out.extra["samples"] == 4
 
 
 async def test_adaptive_consistency_batches_and_budget():

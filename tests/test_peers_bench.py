@@ -21,7 +21,8 @@ from ttscale.serve.command import serve_in_thread
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from peers import Spec, run_ttscale
+import peers
+from peers import Spec, run_peer, run_ttscale
 from peers_report import Point, markdown_table, pareto, summarise, verdict, wilson
 from token_meter import Meter, meter_app
 
@@ -140,3 +141,45 @@ def test_run_ttscale_charges_each_problem_its_endpoint_tokens_and_grades_it() ->
         served = meter.tally(f"sk-{spec.key}~{pid}")
         assert served.requests >= 1 and served.completion_tokens == 2 * 2  # n=2 replies of 2 words
         assert (by_id[pid]["prompt_tokens"], by_id[pid]["completion_tokens"]) == (served.prompt_tokens, 4)
+
+
+FAKE_WORKER = """#!{python}
+# stands in for the venv's python running peers_worker.py: answers the problems in its list one by
+# one (the answer is the problem's index), and kills itself after KILL_AFTER of them
+import json, os, signal, sys, time
+argv = sys.argv
+problems = [json.loads(x) for x in open(argv[argv.index("--problems") + 1]) if x.strip()]
+out = argv[argv.index("--out") + 1]
+for i, p in enumerate(problems):
+    if i == int(os.environ.get("KILL_AFTER", "99")):
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGKILL)
+    with open(out, "a") as fh:
+        fh.write(json.dumps({{"id": p["id"], "text": "\\\\boxed{{" + p["id"][1:] + "}}", "error": None, "wall_s": 1.5}}) + "\\n")
+    time.sleep(0.2)
+"""
+
+
+def test_run_peer_saves_each_finished_problem_so_a_killed_worker_resumes(tmp_path, monkeypatch) -> None:
+    """A peer worker killed mid-way keeps the problems it finished (graded, with their endpoint
+    tokens); the rerun gives the worker only the rest."""
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_WORKER.format(python=sys.executable))
+    fake.chmod(0o755)
+    monkeypatch.setattr(peers, "POLL_S", 0.05)
+    problems = [Problem(id=f"p{i}", prompt=f"q{i}", answer="1") for i in range(1, 4)]
+    ds = Dataset(name="tiny", problems=tuple(problems))
+    ep = argparse.Namespace(url="http://127.0.0.1:9/v1", model=MODEL,
+                            tokens=lambda key: (10 * int(key[-1]), int(key[-1])))
+    a = argparse.Namespace(max_tokens=8, temperature=0.7, seed=0, concurrency=1)
+    spec = Spec("its_hub", "self_consistency", 2)
+    rows: list[dict] = []
+    monkeypatch.setenv("KILL_AFTER", "2")
+    with pytest.raises(RuntimeError, match="killed by signal 9 after 2 of 3"):
+        asyncio.run(run_peer(spec, problems, ds, ep, a, set(), rows.append, fake, None, tmp_path))  # type: ignore[arg-type]
+    assert [(r["id"], r["correct"], r["prompt_tokens"], r["completion_tokens"], r["wall_s"]) for r in rows] == [
+        ("p1", True, 10, 1, 1.5), ("p2", False, 20, 2, 1.5)]
+    monkeypatch.delenv("KILL_AFTER")
+    asyncio.run(run_peer(spec, problems, ds, ep, a, {"p1", "p2"}, rows.append, fake, None, tmp_path))  # type: ignore[arg-type]
+    assert [r["id"] for r in rows] == ["p1", "p2", "p3"] and rows[2]["error"] is None
+    assert [json.loads(x)["id"] for x in (tmp_path / f"{spec.key}.problems.jsonl").read_text().splitlines()] == ["p3"]

@@ -7,7 +7,7 @@ P(p1 > p2 | v1, v2) = 1 − I_{0.5}(v1 + 1, v2 + 1) > ``threshold`` (0.95), or a
 (40). The paper samples one at a time (``batch=1``); larger waves cut latency at the price of a few
 extra samples. Answer = the largest class, ties to the class seen first. Works with the replay
 engine (answers come as ``Completion.answer_hint``). ``Outcome.extra`` holds ``samples``,
-``stop_reason`` (``confident``, ``max_samples`` or ``budget``), the rule's last statistic and the votes.
+``stop_reason`` (``confident``, ``decided``, ``max_samples`` or ``budget``), the rule's last statistic and the votes.
 
 This module also holds :func:`sample_until`, the wave loop shared by the adaptive strategies, and
 ttscale's own rule ``adaptive_margin`` (see :func:`ttscale.strategies.stopping.margin_stop`): every

@@ -59,6 +59,32 @@ def ac_probability(v1: float, v2: float) -> float:
     return float(1.0 - betainc(v1 + 1.0, v2 + 1.0, 0.5))
 
 
+def majority_decided(counts: Sequence[float], remaining: int) -> bool:
+    """Whether ``remaining`` more votes can no longer change the majority answer.
+
+    ``counts`` are plain votes per answer class in first-seen order; the answer is the largest class
+    with ties going to the class seen first (as :func:`ttscale.strategies.voting.decide` picks it).
+    The worst case gives every remaining vote to one rival: an existing class after the leader must
+    stay strictly below it, one before it (a tie it would win) too, and a class not seen yet (it would
+    come last, so a tie goes to the leader) may at most tie. Under this rule, stopping returns exactly
+    the answer that drawing all the remaining samples would have returned.
+    """
+    if not counts or remaining < 0:
+        return False
+    lead = max(counts)
+    if lead <= 0:
+        return False
+    i = list(counts).index(lead)
+    if remaining > lead:  # a new class could overtake
+        return False
+    for j, v in enumerate(counts):
+        if j == i:
+            continue
+        if v + remaining > lead or (v + remaining == lead and j < i):
+            return False
+    return True
+
+
 def adaptive_consistency_stop(
     counts: Sequence[int], n: int | None = None, *, threshold: float = 0.95, max_samples: int = 40,
     min_samples: int = 1,
@@ -69,12 +95,19 @@ def adaptive_consistency_stop(
     only one answer has been seen), stop when P(p1 > p2 | v1, v2) = 1 − I_{0.5}(v1+1, v2+1)
     > ``threshold`` (paper: 0.95), never before ``min_samples`` samples, and always at
     ``max_samples`` (paper: 40). Unanimous answers stop at 4 samples (0.969 > 0.95; 3 gives 0.9375).
+
+    Also stop (reason ``"decided"``) once the samples left under ``max_samples`` can no longer change
+    the majority (:func:`majority_decided`): the answer is then the one the full ``max_samples`` would
+    give, for fewer tokens. This matters with small caps, where the Beta test cannot fire at all
+    (at most 4 samples: it needs 4 unanimous votes), e.g. 3 of 4 or, in waves of 2, 2 of 4 agreeing.
     """
     k = _n(counts, n)
     v1, v2 = _top_two(counts)
     p = ac_probability(v1, v2)
     if k >= min_samples and v1 > 0 and p > threshold:
         return Decision(True, "confident", p)
+    if k >= min_samples and k < max_samples and majority_decided(counts, max_samples - k):
+        return Decision(True, "decided", p)
     if k >= max_samples:
         return Decision(True, "max_samples", p)
     return Decision(False, "continue", p)

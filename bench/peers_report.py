@@ -140,6 +140,9 @@ def plot(points: Sequence[Point], path: str, title: str) -> None:
         for a, b in itertools.pairwise(front):
             xs += [b.tokens, b.tokens]
             ys += [a.accuracy, b.accuracy]
+        right = max(p.tokens for p in points if not p.failed)  # the staircase runs on past the last point
+        xs.append(max(right, front[-1].tokens) * 1.05)
+        ys.append(front[-1].accuracy)
         ax.plot(xs, ys, color="tab:blue", alpha=0.4, linestyle="--", label="ttscale frontier")
     ax.set_xscale("log")
     ax.set_ylim(-0.03, 1.03)

@@ -438,9 +438,8 @@ Methods not finished in this run (left out of the table): {unfinished}.
 ```
 
 Results are resumable (`--out-dir`, one `<method>.jsonl` + `.meta.json` each); rerunning the same command
-skips finished methods and, for ttscale's methods, finished problems. A peer method runs whole (its
-worker's token counts live in the endpoint), so stopping one mid-way loses its partial work.
-`--methods` picks methods by label prefix, in the order given.
+skips finished methods and finished problems (a peer's problem is saved, with its endpoint tokens, as
+soon as its worker reports it). `--methods` picks methods by label prefix, in the order given.
 """
 
 

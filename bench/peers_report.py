@@ -140,8 +140,7 @@ def plot(points: Sequence[Point], path: str, title: str) -> None:
         for a, b in itertools.pairwise(front):
             xs += [b.tokens, b.tokens]
             ys += [a.accuracy, b.accuracy]
-        right = max(p.tokens for p in points if not p.failed)  # the staircase runs on past the last point
-        xs.append(max(right, front[-1].tokens) * 1.05)
+        xs.append(max(p.tokens for p in points if not p.failed) * 1.05)  # run on past the right-most point
         ys.append(front[-1].accuracy)
         ax.plot(xs, ys, color="tab:blue", alpha=0.4, linestyle="--", label="ttscale frontier")
     ax.set_xscale("log")

@@ -23,6 +23,7 @@ import httpx
 
 from ttscale.core.errors import EngineError
 from ttscale.engines.kv_slots import SlotPlan, SlotPlanner
+from ttscale.engines.llama_tokens import post_local
 
 _PREFIX = "ttscale-kv-"
 
@@ -122,7 +123,7 @@ class SnapshotFiles:
 
     def _slot_action(self, slot: int, action: str, name: str) -> dict[str, Any] | None:
         try:
-            r = self._http.post(f"/slots/{slot}", params={"action": action}, json={"filename": name})
+            r = post_local(self._http, f"/slots/{slot}", {"filename": name}, params={"action": action})
         except httpx.HTTPError as e:
             self._failed(f"slot {action} failed: {e}")
             return None

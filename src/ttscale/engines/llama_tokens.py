@@ -4,6 +4,11 @@ Prompts are always sent to llama.cpp as token ids: the chat template is rendered
 (``/apply-template``) and tokenised (``/tokenize``) once per distinct message list (least recently
 used of 4096 dropped), and a continuation appends the prefix's token ids, so text the model
 produced is never re-tokenised. Single tokens' texts are cached too (stop-string checks).
+
+llama.cpp's HTTP server closes a keep-alive connection after a number of requests or seconds idle,
+and a request that the client sends on it just then fails with "Server disconnected" (or a
+closed socket) although the server is fine. Every call here is idempotent (tokenise, render, slot
+save and restore under a fixed name), so :func:`post_local` sends it again on a fresh connection.
 """
 
 from __future__ import annotations
@@ -14,11 +19,27 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from ttscale.core.errors import EngineError
 from ttscale.core.types import GenerationRequest
 
 _CACHE_SIZE = 4096
+POST_ATTEMPTS = 3  # one stale keep-alive connection, and one more for luck
+
+
+def post_local(http: httpx.Client, path: str, body: dict[str, Any], params: dict[str, Any] | None = None) -> httpx.Response:
+    """POST an idempotent request to the local llama.cpp server, sent again (up to
+    ``POST_ATTEMPTS`` in all) when the connection fails before a response arrives; the last
+    ``httpx.TransportError`` is raised when every attempt fails. HTTP error statuses are returned,
+    not retried (the caller names them)."""
+    retrying = Retrying(
+        retry=retry_if_exception_type(httpx.TransportError),
+        stop=stop_after_attempt(POST_ATTEMPTS),
+        wait=wait_exponential(multiplier=0.02, max=0.5),
+        reraise=True,
+    )
+    return retrying(http.post, path, params=params, json=body)
 
 
 class LlamaTokens:
@@ -33,7 +54,7 @@ class LlamaTokens:
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body`` to the server; an :class:`EngineError` names the path on failure."""
         try:
-            r = self._http.post(path, json=body)
+            r = post_local(self._http, path, body)
         except httpx.HTTPError as e:
             raise EngineError(f"embedded engine: {path} failed: {e}") from e
         if r.status_code != 200:

@@ -179,7 +179,9 @@ def test_ctrl_c_saves_finished_and_exits_130(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "ttscale.cli", "run", "--engine", "scripted", "--model",
                              str(tmp_path / "script.json"), "--engine-param", "delay_s=0.3", "--dataset",
                              str(data), "--concurrency", "2", "--out", str(out), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a suite started in the background (`cmd &`) inherits SIGINT ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 2):
         time.sleep(0.05)

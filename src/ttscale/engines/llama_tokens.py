@@ -30,11 +30,11 @@ POST_ATTEMPTS = 3  # one stale keep-alive connection, and one more for luck
 
 def post_local(http: httpx.Client, path: str, body: dict[str, Any], params: dict[str, Any] | None = None) -> httpx.Response:
     """POST an idempotent request to the local llama.cpp server, sent again (up to
-    ``POST_ATTEMPTS`` in all) when the connection fails before a response arrives; the last
-    ``httpx.TransportError`` is raised when every attempt fails. HTTP error statuses are returned,
-    not retried (the caller names them)."""
+    ``POST_ATTEMPTS`` in all) when the connection fails before a response arrives; the last error
+    is raised when every attempt fails. Timeouts (a busy server, not a dropped connection) and HTTP
+    error statuses are not retried: the caller names them."""
     retrying = Retrying(
-        retry=retry_if_exception_type(httpx.TransportError),
+        retry=retry_if_exception_type((httpx.NetworkError, httpx.RemoteProtocolError)),
         stop=stop_after_attempt(POST_ATTEMPTS),
         wait=wait_exponential(multiplier=0.02, max=0.5),
         reraise=True,

@@ -116,43 +116,66 @@ def markdown_table(points: Sequence[Point]) -> str:
     return "\n".join(lines)
 
 
-def plot(points: Sequence[Point], path: str, title: str) -> None:
-    """Accuracy vs endpoint tokens per problem, one marker per method and budget, with the ttscale
-    Pareto staircase."""
+def plot(points: Sequence[Point], path: str, title: str) -> list[tuple[float, float, float, float]]:
+    """Accuracy vs endpoint tokens per problem, one marker per method and budget with its 95% Wilson
+    interval, and the ttscale Pareto staircase. Labels are moved apart with adjustText; returns each
+    label's final box (x0, y0, x1, y1 in pixels), in the order of the points drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from adjustText import adjust_text
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     style = {"ttscale": ("o", "tab:blue"), "its_hub": ("s", "tab:orange"), "optillm": ("^", "tab:green")}
-    fig, ax = plt.subplots(figsize=(9, 6))
+    shown = [p for p in points if not p.failed and p.tokens > 0]
+    fig, ax = plt.subplots(figsize=(10, 6.5))
+    texts = []
     for fam, (marker, color) in style.items():
-        pts = [p for p in points if p.family == fam and not p.failed and p.tokens > 0]
+        pts = [p for p in shown if p.family == fam]
         if not pts:
             continue
-        ax.scatter([p.tokens for p in pts], [p.accuracy for p in pts], marker=marker, color=color, label=fam, s=50)
-        for p in pts:
-            ax.annotate(p.label.split(":", 1)[-1], (p.tokens, p.accuracy), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
-    front = pareto([p for p in points if p.is_ttscale and not p.failed and p.tokens > 0])
+        xs, ys = [p.tokens for p in pts], [p.accuracy for p in pts]
+        bounds = [wilson(p.correct, p.problems) for p in pts]
+        ax.errorbar(xs, ys, yerr=[[y - lo for y, (lo, _) in zip(ys, bounds, strict=True)],
+                                  [hi - y for y, (_, hi) in zip(ys, bounds, strict=True)]],
+                    fmt="none", ecolor=color, alpha=0.25, capsize=2, lw=1)
+        ax.scatter(xs, ys, marker=marker, color=color, label=fam, s=50, zorder=3)
+        texts += [ax.text(p.tokens, p.accuracy, p.label.split(":", 1)[-1], fontsize=7, color=color, zorder=2.5,
+                         bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
+                  for p in pts]
+    front = pareto([p for p in shown if p.is_ttscale])
     if front:
         xs, ys = [front[0].tokens], [front[0].accuracy]
         for a, b in itertools.pairwise(front):
             xs += [b.tokens, b.tokens]
             ys += [a.accuracy, b.accuracy]
-        xs.append(max(p.tokens for p in points if not p.failed) * 1.05)  # run on past the right-most point
+        xs.append(max(p.tokens for p in shown) * 1.05)  # run on past the right-most point
         ys.append(front[-1].accuracy)
         ax.plot(xs, ys, color="tab:blue", alpha=0.4, linestyle="--", label="ttscale frontier")
     ax.set_xscale("log")
-    ax.set_ylim(-0.03, 1.03)
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if shown:  # fit the data (with its intervals), not the whole [0, 1]
+        lows = [wilson(p.correct, p.problems)[0] for p in shown]
+        highs = [wilson(p.correct, p.problems)[1] for p in shown]
+        ax.set_ylim(max(0.0, min(lows) - 0.03), min(1.0, max(highs) + 0.03))
+        ax.set_xlim(min(p.tokens for p in shown) / 1.3, max(p.tokens for p in shown) * 1.5)
     ax.set_xlabel("endpoint tokens per problem (prompt + generated, log scale)")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel("accuracy (bars: 95% Wilson interval)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
+    if texts:
+        adjust_text(texts, ax=ax, x=[p.tokens for p in shown], y=[p.accuracy for p in shown],
+                    arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5})
     fig.savefig(path, dpi=120)
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    boxes = [tuple(t.get_window_extent(renderer).extents) for t in texts]
     plt.close(fig)
+    return boxes  # type: ignore[return-value]
 
 
 def pareto(points: Sequence[Point]) -> list[Point]:

@@ -183,3 +183,22 @@ def test_run_peer_saves_each_finished_problem_so_a_killed_worker_resumes(tmp_pat
     asyncio.run(run_peer(spec, problems, ds, ep, a, {"p1", "p2"}, rows.append, fake, None, tmp_path))  # type: ignore[arg-type]
     assert [r["id"] for r in rows] == ["p1", "p2", "p3"] and rows[2]["error"] is None
     assert [json.loads(x)["id"] for x in (tmp_path / f"{spec.key}.problems.jsonl").read_text().splitlines()] == ["p3"]
+
+
+def test_plot_keeps_crowded_labels_apart(tmp_path: Path) -> None:
+    from peers_report import plot
+
+    # four methods at one accuracy within a few tokens of one another: the labels start on top of each other
+    pts = [Point(f"{fam}:method_{i}@4", fam, 4, 60, 20, 0, 1000.0 + 5 * i, 1.0)
+           for i, fam in enumerate(["ttscale", "its_hub", "optillm", "ttscale"])]
+    pts.append(Point("ttscale:single@1", "ttscale", 1, 60, 18, 0, 200.0, 1.0))
+    out = tmp_path / "peers.png"
+    boxes = plot(pts, str(out), "crowded")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(boxes) == len(pts)
+
+    def overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+        return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+    clashes = [(i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes)) if overlap(boxes[i], boxes[j])]
+    assert clashes == []

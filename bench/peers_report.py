@@ -129,6 +129,7 @@ def plot(points: Sequence[Point], path: str, title: str) -> list[tuple[float, fl
 
     style = {"ttscale": ("o", "tab:blue"), "its_hub": ("s", "tab:orange"), "optillm": ("^", "tab:green")}
     shown = [p for p in points if not p.failed and p.tokens > 0]
+    ci = {id(p): wilson(p.correct, p.problems) for p in shown}
     fig, ax = plt.subplots(figsize=(10, 6.5))
     texts = []
     for fam, (marker, color) in style.items():
@@ -136,9 +137,7 @@ def plot(points: Sequence[Point], path: str, title: str) -> list[tuple[float, fl
         if not pts:
             continue
         xs, ys = [p.tokens for p in pts], [p.accuracy for p in pts]
-        bounds = [wilson(p.correct, p.problems) for p in pts]
-        ax.errorbar(xs, ys, yerr=[[y - lo for y, (lo, _) in zip(ys, bounds, strict=True)],
-                                  [hi - y for y, (_, hi) in zip(ys, bounds, strict=True)]],
+        ax.errorbar(xs, ys, yerr=[[p.accuracy - ci[id(p)][0] for p in pts], [ci[id(p)][1] - p.accuracy for p in pts]],
                     fmt="none", ecolor=color, alpha=0.25, capsize=2, lw=1)
         ax.scatter(xs, ys, marker=marker, color=color, label=fam, s=50, zorder=3)
         texts += [ax.text(p.tokens, p.accuracy, p.label.split(":", 1)[-1], fontsize=7, color=color, zorder=2.5,
@@ -158,9 +157,7 @@ def plot(points: Sequence[Point], path: str, title: str) -> list[tuple[float, fl
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     if shown:  # fit the data (with its intervals), not the whole [0, 1]
-        lows = [wilson(p.correct, p.problems)[0] for p in shown]
-        highs = [wilson(p.correct, p.problems)[1] for p in shown]
-        ax.set_ylim(max(0.0, min(lows) - 0.03), min(1.0, max(highs) + 0.03))
+        ax.set_ylim(max(0.0, min(lo for lo, _ in ci.values()) - 0.03), min(1.0, max(hi for _, hi in ci.values()) + 0.03))
         ax.set_xlim(min(p.tokens for p in shown) / 1.3, max(p.tokens for p in shown) * 1.5)
     ax.set_xlabel("endpoint tokens per problem (prompt + generated, log scale)")
     ax.set_ylabel("accuracy (bars: 95% Wilson interval)")
@@ -173,9 +170,9 @@ def plot(points: Sequence[Point], path: str, title: str) -> list[tuple[float, fl
                     arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5})
     fig.savefig(path, dpi=120)
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
-    boxes = [tuple(t.get_window_extent(renderer).extents) for t in texts]
+    extents = [t.get_window_extent(renderer) for t in texts]
     plt.close(fig)
-    return boxes  # type: ignore[return-value]
+    return [(b.x0, b.y0, b.x1, b.y1) for b in extents]
 
 
 def pareto(points: Sequence[Point]) -> list[Point]:

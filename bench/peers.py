@@ -243,8 +243,7 @@ async def run_peer(spec: Spec, problems: list[Problem], ds: Dataset, ep: Endpoin
     pfile = work / f"{spec.key}.problems.jsonl"
     pfile.write_text("".join(json.dumps({"id": p.id, "question": p.prompt or p.messages[-1]["content"]}) + "\n"
                              for p in todo))
-    raw = work / f"{spec.key}.raw.jsonl"
-    raw.unlink(missing_ok=True)
+    raw = work / f"{spec.key}.raw.jsonl"  # appended across reruns: earlier segments' replies are kept
     try:
         base = proxies.url(list(spec.params.get("proxy_args", []))) if spec.family == "optillm" else ep.url
     except RuntimeError as exc:

@@ -183,6 +183,9 @@ def test_run_peer_saves_each_finished_problem_so_a_killed_worker_resumes(tmp_pat
     asyncio.run(run_peer(spec, problems, ds, ep, a, {"p1", "p2"}, rows.append, fake, None, tmp_path))  # type: ignore[arg-type]
     assert [r["id"] for r in rows] == ["p1", "p2", "p3"] and rows[2]["error"] is None
     assert [json.loads(x)["id"] for x in (tmp_path / f"{spec.key}.problems.jsonl").read_text().splitlines()] == ["p3"]
+    # the peer's replies from both segments stay on disk, each once
+    assert [json.loads(x)["id"] for x in (tmp_path / f"{spec.key}.raw.jsonl").read_text().splitlines()] == [
+        "p1", "p2", "p3"]
 
 
 def test_plot_keeps_crowded_labels_apart(tmp_path: Path) -> None:
